@@ -178,12 +178,14 @@ def test_ssm_is_trainable():
     x = gm.sample(8192, torch.Generator().manual_seed(0)).float()
     lin = nn.Linear(3, 3)
     opt = torch.optim.Adam(lin.parameters(), lr=0.02)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, 1500)
     g = torch.Generator().manual_seed(1)
-    for _ in range(600):
-        loss = sliced_score_matching_loss(lin, x[torch.randint(8192, (512,), generator=g)], generator=g)
+    for _ in range(1500):
+        loss = sliced_score_matching_loss(lin, x[torch.randint(8192, (1024,), generator=g)], generator=g)
         opt.zero_grad()
         loss.backward()
         opt.step()
+        sched.step()
     err_W = (lin.weight.double() + P).abs().max().item()
     err_c = (lin.bias.double() - P @ m).abs().max().item()
     print(f"SSM-trained linear score: max |W + P| = {err_W:.3f}, max |c − P m| = {err_c:.3f} (max |P| = {P.abs().max():.2f})")
