@@ -48,7 +48,7 @@ def draw_probes(shape: tuple[int, ...], n_probes: int, kind: str = "rademacher",
 def divergence(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor,
                probes: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """(fn(x), ∇·fn(x)) per sample, detached: exact Σ_i ∂f_i/∂x_i (probes None, D backward passes) or the
-    Hutchinson–Skilling mean over probes (P, *x.shape) of εᵀ(∂f/∂x)ε, each from one vector-Jacobian product."""
+    Hutchinson–Skilling mean over probes (P, *x.shape) of εᵀ(∂f/∂x)ε, one vector-Jacobian product each."""
     n = x[0].numel()
     count = n if probes is None else probes.shape[0]
     div = torch.zeros(x.shape[0], dtype=x.dtype, device=x.device)
@@ -133,7 +133,7 @@ def dequantized_bits_per_dim(score_fn: ScoreFn, sde: SDE, images: torch.Tensor, 
     u ~ U[0,1)^D, bpd = −log p_eps(x)/(D ln 2) − log2|dx/dk| = … + 8 (centered: + 7), averaged over n_dequant u.
 
     The average estimates the variational-dequantisation bound E_u[−log2 p(k + u)]/D ≥ −log2 P(k)/D ≥ 0 on the
-    discrete data (P(k) = ∫ p over the bin); u and the probes come from ``generator``; kwargs go to ``log_likelihood``.
+    discrete data (P(k) = ∫ p over the bin); u and the probes come from ``generator``; kwargs: ``log_likelihood``'s.
     """
     images = _check_images(images)
     n_dequant = _checks.positive_int("n_dequant", n_dequant)
