@@ -102,7 +102,8 @@ class GaussianFourierProjection(nn.Module):
 def timestep_embedding(t: torch.Tensor, dim: int, max_positions: int = 10000) -> torch.Tensor:
     """Transformer sinusoids [sin(t ω_k), cos(t ω_k)], ω_k = max_positions^(−k/(dim/2 − 1)); shape (B, dim)."""
     half = dim // 2
-    freqs = torch.exp(torch.arange(half, dtype=torch.float32, device=t.device) * -(math.log(max_positions) / (half - 1)))
+    step = math.log(max_positions) / (half - 1)
+    freqs = torch.exp(torch.arange(half, dtype=torch.float32, device=t.device) * -step)
     args = t.float()[:, None] * freqs[None, :]
     emb = torch.cat([args.sin(), args.cos()], dim=1)
     return F.pad(emb, (0, dim % 2))
@@ -122,7 +123,8 @@ def fir_kernel_2d(k: Sequence[float]) -> torch.Tensor:
 
 def upfirdn2d(x: torch.Tensor, kernel: torch.Tensor, up: int = 1, down: int = 1,
               pad: tuple[int, int] = (0, 0)) -> torch.Tensor:
-    """Upsample by zero insertion, pad (before, after) on both axes, convolve with ``kernel``, keep every ``down``-th pixel.
+    """Insert up − 1 zeros after each pixel, pad (before, after) on both axes, convolve with ``kernel``,
+    keep every ``down``-th pixel.
 
     Output size per axis: (L·up + pad₀ + pad₁ − k) // down + 1. Each channel is filtered alone.
     """

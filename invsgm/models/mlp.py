@@ -9,7 +9,7 @@ from . import layers
 
 
 class MLPScoreNet(nn.Module):
-    """``net(x, noise_label) → raw`` for x of shape (B, dim): a SiLU MLP whose every hidden layer is biased by the label.
+    """``net(x, noise_label) → raw`` for x of shape (B, dim): a SiLU MLP, every hidden layer biased by the label.
 
     With e = γ(log label) (Gaussian Fourier features, 'fourier') or sinusoids of the label
     ('positional') and c = SiLU(A e): h₀ = x, h_k = SiLU(W_k h_{k−1} + C_k c), raw = W_out h_depth.

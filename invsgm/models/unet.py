@@ -78,7 +78,8 @@ class UNet(nn.Module):
         super().__init__()
         channels = _checks.positive_int("in_channels", in_channels)
         if out_channels is not None and out_channels != channels:
-            raise ValueError(f"out_channels must equal in_channels ({channels}) for a score network, got {out_channels!r}")
+            raise ValueError(f"out_channels must equal in_channels ({channels}) for a score network, "
+                             f"got {out_channels!r}")
         nf = _checks.positive_int("nf", nf)
         ch_mult = tuple(_checks.positive_int("ch_mult", m) for m in ch_mult)
         if not ch_mult:
@@ -99,24 +100,21 @@ class UNet(nn.Module):
         combine = _choice("progressive_combine", progressive_combine, COMBINE_METHODS)
         _choice("attention_type", attention_type, ATTENTION_TYPES)
         self.act = act = layers.activation(nonlinearity)
-        if self.embedding_type == "positional" and nf < 4:
-            raise ValueError(f"nf must be >= 4 for the positional embedding, got {nf}")
+        layers.fir_kernel_2d(fir_kernel)  # raises on a malformed kernel
 
         self.in_channels, self.image_size, self.nf = channels, image_size, nf
         self.num_res_blocks, self.conditional, self.skip_rescale = num_res_blocks, conditional, skip_rescale
         self.num_resolutions = len(ch_mult)
-        resolutions = [image_size // 2 ** i for i in range(len(ch_mult))]
-        self.attn_levels = [r in tuple(attn_resolutions) for r in resolutions]
+        self.attn_levels = [image_size // 2 ** i in tuple(attn_resolutions) for i in range(len(ch_mult))]
         try:
-            self.all_modules = self._build(
-                channels, nf, ch_mult, resolutions, dropout, fourier_scale, fir, tuple(fir_kernel),
-                resamp_with_conv, init_scale, combine, act)
-        except ValueError as err:  # a GroupNorm that cannot split the channels
+            self.all_modules = self._build(channels, nf, ch_mult, dropout, fourier_scale, fir, tuple(fir_kernel),
+                                           resamp_with_conv, init_scale, combine, act)
+        except ValueError as err:  # the only check left: a GroupNorm that cannot split the channels
             raise ValueError(f"nf={nf} with ch_mult={ch_mult}: {err}") from None
 
-    def _build(self, channels: int, nf: int, ch_mult: tuple[int, ...], resolutions: list[int], dropout: float,
-               fourier_scale: float, fir: bool, fir_kernel: tuple[float, ...], resamp_with_conv: bool,
-               init_scale: float, combine: str, act: nn.Module) -> nn.ModuleList:
+    def _build(self, channels: int, nf: int, ch_mult: tuple[int, ...], dropout: float, fourier_scale: float,
+               fir: bool, fir_kernel: tuple[float, ...], resamp_with_conv: bool, init_scale: float, combine: str,
+               act: nn.Module) -> nn.ModuleList:
         """The flat module list, in the official order (mirrored step for step by ``forward``)."""
         temb_dim = 4 * nf
         modules: list[nn.Module] = []
@@ -165,7 +163,8 @@ class UNet(nn.Module):
                     if combine == "cat":
                         in_ch *= 2
                 elif self.progressive_input == "residual":
-                    modules.append(layers.Downsample(pyramid_in_ch, in_ch, with_conv=True, fir=fir, fir_kernel=fir_kernel))
+                    modules.append(layers.Downsample(pyramid_in_ch, in_ch, with_conv=True, fir=fir,
+                                                     fir_kernel=fir_kernel))
                     pyramid_in_ch = in_ch
                 skip_ch.append(in_ch)
 
