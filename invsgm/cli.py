@@ -12,7 +12,7 @@ from .sde import sde_from_config
 def _demo(args: argparse.Namespace) -> int:
     from . import demo
 
-    params = {"sigma_max": 8.0} if args.sde == "ve" else {}
+    params = {"sigma_max": 20.0} if args.sde == "ve" else {}  # σ_max ≈ the data diameter (Song & Ermon 2020)
     sde = sde_from_config(args.sde, **params)
     figures = demo.main(sde, args.sampler, args.n, args.steps, args.seed, Path(args.out))
     print(json.dumps(figures, indent=2))
