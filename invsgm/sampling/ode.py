@@ -6,7 +6,6 @@ from typing import Callable, Sequence
 
 import torch
 
-from .. import _checks
 from ..sde import SDE, ScoreFn
 from . import integrate
 from .pc import Callback, check_state, tweedie_denoise
@@ -21,7 +20,7 @@ class ODESample:
     nfe: int
 
 
-def _flow(score_fn: ScoreFn, sde: SDE, x: torch.Tensor) -> Callable[[torch.Tensor, float], torch.Tensor]:
+def _flow(score_fn: ScoreFn, sde: SDE) -> Callable[[torch.Tensor, float], torch.Tensor]:
     """The probability-flow drift as ``func(y, t)`` of a float time, for the integrators."""
     reverse = sde.reverse(score_fn, probability_flow=True)
 
@@ -57,16 +56,15 @@ def sample_ode(score_fn: ScoreFn, sde: SDE, x: torch.Tensor, timesteps: torch.Te
                progress: bool = False) -> torch.Tensor:
     """Integrate the probability-flow ODE through ``timesteps`` with fixed-step Euler, Heun or RK4.
 
-    Returns Tweedie's denoised mean at timesteps[-1] if ``denoise`` (one more score evaluation).
+    Returns Tweedie's denoised mean at timesteps[-1] if ``denoise`` (one more score evaluation);
+    ``callback(i, t, x)`` runs after step i with t = timesteps[i+1] as a float.
     """
     x = check_state(x)
     ts = check_timesteps(timesteps, sde)
-    if method not in ("euler", "heun", "rk4"):
-        raise ValueError(f"method must be 'euler', 'heun' or 'rk4', got {method!r}")
     t0, t1 = float(ts[0]), float(ts[-1])
     cb, close = _with_progress(callback, progress, t0 - t1, f"ODE ({method})", t0)
     try:
-        x, _ = integrate.fixed_step(_flow(score_fn, sde, x), x, ts, method=method, callback=cb)
+        x, _ = integrate.fixed_step(_flow(score_fn, sde), x, ts, method=method, callback=cb)
     finally:
         close()
     if denoise:
@@ -81,7 +79,8 @@ def sample_ode_adaptive(score_fn: ScoreFn, sde: SDE, x: torch.Tensor, *, t_start
                         progress: bool = False) -> ODESample:
     """Integrate the probability-flow ODE from t_start (sde.T) to t_end (sde.eps) with adaptive RK45.
 
-    ``nfe`` counts every score evaluation, the Tweedie denoising one included.
+    ``nfe`` counts every score evaluation, the Tweedie denoising one included; ``callback(i, t, x)``
+    runs after each accepted step i = 0, 1, ... with its time t as a float.
     """
     x = check_state(x)
     t0 = sde.T if t_start is None else float(t_start)
@@ -90,12 +89,10 @@ def sample_ode_adaptive(score_fn: ScoreFn, sde: SDE, x: torch.Tensor, *, t_start
         raise ValueError(f"t_start must lie in (0, T={sde.T}], got {t_start!r}")
     if not 0.0 <= t1 < t0:
         raise ValueError(f"t_end must lie in [0, t_start={t0}), got {t_end!r}")
-    _checks.positive("rtol", rtol)
-    _checks.positive("atol", atol)
     cb, close = _with_progress(callback, progress, t0 - t1, "ODE (RK45)", t0)
     step_cb = None if cb is None else (lambda i, t, y: cb(i - 1, t, y))  # rk45 counts steps from 1
     try:
-        x, nfe = integrate.rk45(_flow(score_fn, sde, x), x, t0, t1, rtol=rtol, atol=atol, callback=step_cb)
+        x, nfe = integrate.rk45(_flow(score_fn, sde), x, t0, t1, rtol=rtol, atol=atol, callback=step_cb)
     finally:
         close()
     if denoise:

@@ -1,7 +1,7 @@
 """Predictor–corrector sampling of a reverse-time SDE (Song et al. 2021, Algorithms 2–3)."""
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from typing import Callable, Iterable, Sequence
 
 import torch
 
@@ -31,7 +31,7 @@ def tweedie_denoise(score_fn: ScoreFn, sde: SDE, x: torch.Tensor, t: torch.Tenso
     return (x + _bcast(std.pow(2), x) * score_fn(x, t)) / _bcast(alpha, x)
 
 
-def step_range(n_steps: int, progress: bool, desc: str) -> Sequence[int] | range:
+def step_range(n_steps: int, progress: bool, desc: str) -> Iterable[int]:
     """range(n_steps), wrapped in a tqdm bar when ``progress``."""
     if not progress:
         return range(n_steps)
@@ -50,7 +50,8 @@ def sample_pc(score_fn: ScoreFn, sde: SDE, x: torch.Tensor, timesteps: torch.Ten
 
     ``project(x, t, generator)`` constrains x after every predictor and corrector update; x_mean is
     only used as the output, so only the returned one is projected. Returns Tweedie's denoised mean at
-    t_n if ``denoise`` (one more score evaluation), else the last update's x_mean. Runs under no_grad.
+    t_n if ``denoise`` (one more score evaluation), else the last update's x_mean. ``callback(i, t, x)``
+    runs after step i with t = t_{i+1} as a float. Runs under ``torch.no_grad()``.
     """
     x = check_state(x)
     ts = check_timesteps(timesteps, sde).to(device=x.device, dtype=x.dtype)
@@ -66,7 +67,6 @@ def sample_pc(score_fn: ScoreFn, sde: SDE, x: torch.Tensor, timesteps: torch.Ten
     batch = x.shape[0]
     times = [ts[i].expand(batch) for i in range(ts.numel())]  # (B,) views, built once
     t_floats = ts.tolist() if callback is not None else None
-    x_mean = x
     for i in step_range(len(times) - 1, progress, "PC sampling"):
         t, s = times[i], times[i + 1]
         x, x_mean = predictor(score_fn, sde, x, t, s, generator)
