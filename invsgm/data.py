@@ -259,7 +259,8 @@ class ImageFolder(Dataset):
     With ``labels_from_subfolders`` and images inside sub-folders, each sub-folder holding images is a
     class (indices in name order, ``classes``); otherwise every label is −1. With ``image_size`` the
     shorter side is resized to it (bicubic, antialiased) and a 'center' or 'random' square crop taken
-    (crop None: squash to image_size × image_size); without it all images must share one size.
+    (crop None: squash to image_size × image_size); without it all images must share one size, and
+    ``image_size`` is that size (an int if square, else (H, W)).
     Files are checked when the folder is scanned (PIL ``verify``) and fully decoded when indexed;
     hidden files and folders (names starting with '.') are skipped.
     """

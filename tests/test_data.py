@@ -1,6 +1,7 @@
 """Data sets: built-in digits and photographs, image folders and their errors, torchvision, grids."""
 from __future__ import annotations
 
+import importlib
 import struct
 import subprocess
 import sys
@@ -37,7 +38,8 @@ def _check_items(ds, channels: int, size: int) -> None:
 @pytest.mark.parametrize("size", [16, 32])
 def test_digits_shapes_range_classes(size):
     train, test = digits(size, "train"), digits(size, "test")
-    print(f"\ndigits {size}×{size}: {len(train)} train, {len(test)} test; test per class {test.labels.bincount().tolist()}")
+    per_class = test.labels.bincount().tolist()
+    print(f"\ndigits {size}×{size}: {len(train)} train, {len(test)} test; test per class {per_class}")
     assert (len(train), len(test)) == (1442, 355)
     for ds in (train, test):
         assert ds.images.shape[1:] == (1, size, size) and ds.images.dtype == torch.float32
@@ -223,9 +225,9 @@ def test_mixed_sizes_need_image_size(tmp_path):
 
 def test_bad_arguments(tmp_path):
     _save(tmp_path / "a.png", _noise(8, 8))
-    for kwargs, word in [({"crop": "middle"}, "crop"), ({"channels": 2}, "channels"), ({"image_size": 0}, "image_size")]:
-        with pytest.raises(ValueError, match=word):
-            ImageFolder(tmp_path, **kwargs)
+    for key, value in [("crop", "middle"), ("channels", 2), ("image_size", 0)]:
+        with pytest.raises(ValueError, match=key):
+            ImageFolder(tmp_path, **{key: value})
 
 
 # --------------------------------------------------------------------------- torchvision
@@ -277,7 +279,7 @@ def test_torchvision_wrapper_with_a_stand_in(monkeypatch, tmp_path):
 
 def test_real_torchvision_mnist_on_fake_files(tmp_path):
     try:
-        import torchvision  # noqa: F401
+        importlib.import_module("torchvision")
     except Exception as err:  # not installed, or built for another torch
         print(f"\nskipping: torchvision is not importable ({type(err).__name__}: {err})")
         pytest.skip(f"torchvision is not importable ({type(err).__name__})")
