@@ -1,6 +1,7 @@
 """Noise-conditional classifiers p_t(y | x) for class-conditional sampling (Song et al., ICLR 2021, §5).
 
-Guided sampling adds ∇ₓ log p_t(y | x) to the unconditional score: ∇log p_t(x | y) = ∇log p_t(x) + ∇log p_t(y | x).
+Guided sampling adds ∇ₓ log p_t(y | x) to the unconditional score:
+∇log p_t(x | y) = ∇log p_t(x) + ∇log p_t(y | x).
 """
 from __future__ import annotations
 
@@ -35,12 +36,13 @@ class NoiseConditionalClassifier(nn.Module):
         dropout: dropout rate inside residual blocks.
         embedding_type: 'fourier' (of log label) or 'positional' (of label).
         fourier_scale: standard deviation of the Fourier frequencies.
+        init_scale: init scale of each block's last convolution (0 → 1e-10: blocks start as identities).
     """
 
     def __init__(
         self, in_channels: int = 3, image_size: int = 32, num_classes: int = 10, width: int = 32,
         ch_mult: Sequence[int] = (1, 2, 2), blocks_per_level: int = 2, dropout: float = 0.0,
-        embedding_type: str = "fourier", fourier_scale: float = 16.0,
+        embedding_type: str = "fourier", fourier_scale: float = 16.0, init_scale: float = 0.0,
     ):
         super().__init__()
         self.in_channels = _checks.positive_int("in_channels", in_channels)
@@ -61,13 +63,15 @@ class NoiseConditionalClassifier(nn.Module):
         if embedding_type not in EMBEDDING_TYPES:
             raise ValueError(f"embedding_type must be one of {list(EMBEDDING_TYPES)}, got {embedding_type!r}")
         _checks.positive("fourier_scale", fourier_scale)
+        _checks.non_negative("init_scale", init_scale)
         self.embedding_type, self.width = embedding_type, width
         try:
-            self._build(width, ch_mult, blocks_per_level, dropout, fourier_scale)
+            self._build(width, ch_mult, blocks_per_level, dropout, fourier_scale, init_scale)
         except ValueError as err:  # a GroupNorm that cannot split the channels
             raise ValueError(f"width={width} with ch_mult={ch_mult}: {err}") from None
 
-    def _build(self, width: int, ch_mult: tuple[int, ...], blocks: int, dropout: float, fourier_scale: float) -> None:
+    def _build(self, width: int, ch_mult: tuple[int, ...], blocks: int, dropout: float, fourier_scale: float,
+               init_scale: float) -> None:
         temb_dim = 4 * width
         if self.embedding_type == "fourier":
             self.fourier = layers.GaussianFourierProjection(width, fourier_scale)
@@ -81,7 +85,7 @@ class NoiseConditionalClassifier(nn.Module):
             stage = nn.ModuleList()
             for _ in range(blocks):
                 stage.append(layers.ResnetBlockDDPM(self.act, in_ch, width * mult, temb_dim, dropout,
-                                                    skip_rescale=False, init_scale=0.0))
+                                                    skip_rescale=False, init_scale=init_scale))
                 in_ch = width * mult
             self.levels.append(stage)
             if level != len(ch_mult) - 1:
@@ -115,7 +119,7 @@ class NoiseConditionalClassifier(nn.Module):
 
 
 class TimeConditionalClassifier(nn.Module):
-    """p_t(y | x) from a noise-conditional classifier: logits = net(x, sde.noise_level(t)), as ``ScoreModel`` feeds it."""
+    """p_t(y | x) from a noise-conditional classifier: logits = net(x, sde.noise_level(t)) (``ScoreModel``'s labels)."""
 
     def __init__(self, net: nn.Module, sde: SDE):
         super().__init__()
