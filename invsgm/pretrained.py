@@ -66,22 +66,22 @@ class Pretrained:
 
 # --- the card --------------------------------------------------------------------------------------
 
-def _plain(value: Any, where: str) -> Any:
+def _plain(value: Any, where: str, source: str) -> Any:
     """``value`` as plain YAML/JSON (dicts with str keys, lists, str, bool, int, float, None), else raise."""
     if isinstance(value, dict):
         for key in value:
             if not isinstance(key, str):
-                raise ValueError(f"card: {where or 'the card'} has a non-string key {key!r}")
-        return {k: _plain(v, f"{where}.{k}" if where else k) for k, v in value.items()}
+                raise ValueError(f"{source}: {where or 'the card'} has a non-string key {key!r}")
+        return {k: _plain(v, f"{where}.{k}" if where else k, source) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_plain(v, f"{where}[{i}]") for i, v in enumerate(value)]
+        return [_plain(v, f"{where}[{i}]", source) for i, v in enumerate(value)]
     if value is None or isinstance(value, (str, bool)):
         return value
     if isinstance(value, numbers.Integral):
         return int(value)
     if isinstance(value, numbers.Real):
         return float(value)
-    raise ValueError(f"card: {where} is a {type(value).__name__}, not a plain YAML value ({value!r})")
+    raise ValueError(f"{source}: {where} is a {type(value).__name__}, not a plain YAML value ({value!r})")
 
 
 def _section(card: dict, key: str, source: str) -> dict:
@@ -95,7 +95,7 @@ def _check_card(card: Any, source: str) -> dict[str, Any]:
     """The card with ``model`` and ``sde`` resolved (every argument filled in); raise naming ``source`` and the key."""
     if not isinstance(card, dict):
         raise ValueError(f"{source}: a card is a mapping, got {type(card).__name__}")
-    card = _plain(card, "")
+    card = _plain(card, "", source)
     for section, keys in REQUIRED.items():
         where = _section(card, section, source) if section else card
         for key in keys:
@@ -110,16 +110,13 @@ def _check_card(card: Any, source: str) -> dict[str, Any]:
     if not isinstance(data["centered"], bool):
         raise ValueError(f"{source}: 'data.centered' must be true or false, got {data['centered']!r}")
 
-    model_args = dict(card["model"])
-    kind = model_args.pop("kind")
-    if kind not in TASK_KINDS[card["task"]]:
-        raise ValueError(f"{source}: task {card['task']!r} needs model kind {' or '.join(TASK_KINDS[card['task']])}, "
-                         f"got {kind!r}")
     try:
-        card["model"] = model_config(kind, **model_args)
+        card["model"] = model = model_config(**card["model"])
     except ValueError as err:
         raise ValueError(f"{source}: model: {err}") from None
-    model = card["model"]
+    if model["kind"] not in TASK_KINDS[card["task"]]:
+        raise ValueError(f"{source}: task {card['task']!r} needs model kind "
+                         f"{' or '.join(TASK_KINDS[card['task']])}, got {model['kind']!r}")
     needed = {"in_channels": "channels", "image_size": "image_size", "num_classes": "num_classes"}
     for arg, key in needed.items():
         if arg in model:
