@@ -19,7 +19,9 @@ import dataclasses
 import inspect
 import math
 import numbers
+import os
 import re
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -228,10 +230,10 @@ def check_sde(values: Any) -> dict[str, Any]:
         else:
             params[name] = float(value)
     try:
-        sde_from_config(key, **params)
+        sde = sde_from_config(key, **params)
     except ValueError as err:
         raise ValueError(f"sde: {err}") from None
-    return {"kind": key, **params}
+    return {"kind": key, **sde.config()}  # every parameter, defaults filled in
 
 
 # Model arguments that come from the dataset when the config leaves them out.
@@ -352,9 +354,6 @@ def as_config(config: "TrainConfig | dict[str, Any]") -> TrainConfig:
 
 def save_config(config: TrainConfig, path: str | Path) -> Path:
     """Write the resolved config as YAML (atomically), so ``invsgm train TASK path`` reproduces the run."""
-    import os
-    import tempfile
-
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)

@@ -407,6 +407,7 @@ def _run(config: TrainConfig, objective: Objective, layout: Layout, dataset: Dat
     ckpt_path = out / CHECKPOINT_NAME
     state = load_checkpoint(ckpt_path, map_location="cpu")
     start_step, seconds_before = 0, 0.0
+    window_state, window_n = torch.zeros(1 + len(objective.metrics)), 0
     ring = torch.zeros(FINAL_LOSS_WINDOW, device=device)
     ring_count = 0
     if state is not None:
@@ -425,6 +426,8 @@ def _run(config: TrainConfig, objective: Objective, layout: Layout, dataset: Dat
         start_step, seconds_before = int(state["step"]), float(state["seconds"])
         ring.copy_(state["recent_losses"].to(device))
         ring_count = int(state["recent_count"])
+        window_state = state["window"]  # the partial log window (sums since the last log row)
+        window_n = int(state["window_n"])
     del state
 
     model = objective.wrap(trainable, sde).to(device)
@@ -442,21 +445,23 @@ def _run(config: TrainConfig, objective: Objective, layout: Layout, dataset: Dat
     shape = (channels, image_size, image_size)
 
     def checkpoint(step: int, seconds: float) -> None:
-        layout.mean_(ring)
+        layout.mean_(ring)  # only rank 0 saves: keep the all-rank means (resumed runs restore them everywhere)
+        window = layout.mean_(torch.stack([window_loss, *window_metrics.values()]))
         layout.barrier()
         if layout.is_main:
             payload = {"step": step, "task": objective.task, "model": net.state_dict(), "ema": ema.state_dict(),
                        "optimizer": optimizer.state_dict(), "config": config.to_dict(), "seconds": seconds,
-                       "recent_losses": ring.detach().cpu(), "recent_count": ring_count}
+                       "recent_losses": ring.detach().cpu(), "recent_count": ring_count,
+                       "window": window.cpu(), "window_n": window_n}
             if scaler is not None:
                 payload["scaler"] = scaler.state_dict()
             save_checkpoint(ckpt_path, payload)
         layout.barrier()
 
     generator = torch.Generator(device=device)
-    window_loss = torch.zeros((), device=device)
-    window_metrics = {m: torch.zeros((), device=device) for m in objective.metrics}
-    window_n = 0
+    window_state = window_state.to(device)
+    window_loss = window_state[0].clone()
+    window_metrics = {m: window_state[1 + i].clone() for i, m in enumerate(objective.metrics)}
     t0 = time.perf_counter()
     batches = _batches(dataset, order, start_step, tr.seed, tr.num_workers, device.type == "cuda")
     step = start_step
