@@ -18,7 +18,7 @@ import numbers
 import os
 import shutil
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -58,9 +58,9 @@ class Pretrained:
     """
 
     card: dict[str, Any]
-    net: nn.Module
+    net: nn.Module = field(repr=False)
     sde: SDE
-    model: nn.Module
+    model: nn.Module = field(repr=False)
     path: Path
 
 
