@@ -318,3 +318,79 @@ def test_ddp_two_processes_match_one(tmp_path, task):
     assert card["training"]["world_size"] == 2 and card["command"].startswith("torchrun --nproc_per_node 2")
     print(f"\n[ddp {task}] 2 gloo processes ({t_ddp:.1f} s incl. start-up) vs 1 process ({t_one:.1f} s): "
           f"max |Δ| over {len(a)} tensors = {worst:.2e}; losses {loss_ddp}")
+
+
+# --- shipped configs and data paths ----------------------------------------------------------------------
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+
+
+@pytest.mark.parametrize("name, task, shape, low, high", [
+    ("digits_score", "score", (1, 16, None), 0.5e6, 1.6e6),
+    ("digits_classifier", "classifier", (1, 16, 10), 0.2e6, 1.6e6),
+    ("photos_score", "score", (3, 32, None), 1.0e6, 2.0e6),
+    ("folder_example", "score", (3, 32, None), 1.0e6, 2.0e6),
+])
+def test_shipped_configs(name, task, shape, low, high):
+    from invsgm.models import parameter_count
+    from invsgm.models.build import build_model
+    from invsgm.train.loop import resolve_model
+
+    cfg = load_config(CONFIGS / f"{name}.yaml")
+    assert cfg.output == f"runs/{'my_images' if name == 'folder_example' else name}"
+    args = resolve_model(cfg, task, *shape)
+    with torch.device("meta"):
+        net = build_model(**args)
+    count = parameter_count(net)
+    assert low <= count <= high, count
+    if name.startswith("digits"):
+        assert cfg.sde == load_config(CONFIGS / "digits_score.yaml").sde  # the classifier guides that model
+    print(f"\n[config {name}] {args['kind']}: {count / 1e6:.2f} M parameters")
+
+
+class _Items(torch.utils.data.Dataset):
+    """A data set without in-memory tensors, read through a DataLoader."""
+
+    def __init__(self, base):
+        self.base, self.channels, self.image_size, self.num_classes = base, base.channels, base.image_size, 3
+
+    def __len__(self):
+        return len(self.base)
+
+    def __getitem__(self, i):
+        return self.base[i]
+
+
+def test_dataloader_path_matches_in_memory_path(tmp_path):
+    data = tiny_dataset()
+    train_score(config(tmp_path / "memory", steps=5), dataset=data)
+    train_score(config(tmp_path / "loader", steps=5), dataset=_Items(data))
+    assert_identical(tmp_path / "memory" / "checkpoint.pt", tmp_path / "loader" / "checkpoint.pt")
+
+
+def test_image_folder_through_cli(tmp_path, capsys):
+    """configs/folder_example.yaml on a folder of 12 PNGs (one sub-folder per class for the classifier)."""
+    from invsgm.imageio import write_png
+
+    g = torch.Generator().manual_seed(0)
+    for i in range(12):
+        image = (torch.rand(10, 12, 3, generator=g) * 255).to(torch.uint8).numpy()
+        write_png(tmp_path / "images" / f"class{i % 2}" / f"{i}.png", image)
+    common = ["--set", f"data.root={tmp_path / 'images'}", "--set", "data.image_size=8", "--set",
+              "training.num_workers=0", "--set", "training.steps=2", "--set", "training.batch_size=4",
+              "--set", "training.sample_every=0", "--set", "training.n_samples=2", "--set", "training.sample_steps=2"]
+    tiny = ["--set", "model.nf=8", "--set", "model.ch_mult=[1, 2]", "--set", "model.num_res_blocks=1"]
+    assert main(["train", "score", str(CONFIGS / "folder_example.yaml"), *common, *tiny,
+                 "--out", str(tmp_path / "score")]) == 0
+    assert (tmp_path / "score" / "pretrained" / "samples.png").is_file()
+    clf = ["--set", "model={kind: classifier}"]  # not a dotted key: refused, see test_resume_refuses_another_config
+    assert main(["train", "classifier", str(CONFIGS / "folder_example.yaml"), *common, *clf]) == 2
+    capsys.readouterr()
+    path = tmp_path / "clf.yaml"
+    cfg = yaml.safe_load((CONFIGS / "folder_example.yaml").read_text())
+    cfg["model"] = dict(TINY_CLASSIFIER)
+    cfg["data"]["labels_from_subfolders"] = True
+    path.write_text(yaml.safe_dump(cfg))
+    assert main(["train", "classifier", str(path), *common, "--out", str(tmp_path / "clf")]) == 0
+    card = yaml.safe_load((tmp_path / "clf" / "pretrained" / "card.yaml").read_text())
+    assert card["data"]["num_classes"] == 2 and card["model"]["num_classes"] == 2

@@ -190,6 +190,9 @@ def _data_shape(dataset: Dataset) -> tuple[int, int, int | None]:
     if channels is None or size is None:
         image = dataset[0][0]
         channels, size = int(image.shape[0]), int(image.shape[-1])
+    if not isinstance(size, int):  # e.g. an image folder of non-square images read at their own size
+        raise ValueError(f"training needs square images of one size, the dataset has image_size {size!r}; "
+                         f"set data.image_size")
     return int(channels), int(size), getattr(dataset, "num_classes", None)
 
 
