@@ -347,27 +347,34 @@ def _card(config: TrainConfig, task: str, model_args: dict[str, Any], sde: SDE, 
 
 # --- the loop --------------------------------------------------------------------------------------------
 
+IN_MEMORY_DEVICE_BYTES = 1 << 30  # in-memory data sets up to this size are copied to the GPU once
+
+
 def _batches(dataset: Dataset, order: EpochOrder, start_step: int, seed: int, num_workers: int,
-             pin: bool):
+             device: torch.device):
     """(images, labels) batches of this rank from optimiser step ``start_step`` on, endlessly.
 
     An in-memory data set (``images`` and ``labels`` tensors, e.g. ``data.TensorImages``) read in the
-    main process is indexed directly, one gather per batch; anything else goes through a ``DataLoader``
-    over the same index list. Both give the same batches.
+    main process is indexed directly, one gather per batch (on the GPU when it fits in
+    ``IN_MEMORY_DEVICE_BYTES``); anything else goes through a ``DataLoader`` over the same index list.
+    Both give the same batches.
     """
     epoch, skip = order.position(start_step)
     images, labels = getattr(dataset, "images", None), getattr(dataset, "labels", None)
     in_memory = (num_workers == 0 and torch.is_tensor(images) and torch.is_tensor(labels)
                  and images.ndim == 4 and len(images) == len(labels) == len(dataset))
+    index_device = torch.device("cpu")
+    if in_memory and device.type == "cuda" and images.numel() * images.element_size() <= IN_MEMORY_DEVICE_BYTES:
+        images, labels, index_device = images.to(device), labels.to(device), device
     while True:
         indices = order.indices(epoch, skip)
         if in_memory:
-            index = torch.as_tensor(indices, dtype=torch.long).view(-1, order.batch)
+            index = torch.as_tensor(indices, dtype=torch.long).view(-1, order.batch).to(index_device)
             for rows in index:
                 yield images[rows], labels[rows]
         else:
             yield from DataLoader(dataset, batch_size=order.batch, sampler=indices, drop_last=True,
-                                  num_workers=num_workers, pin_memory=pin,
+                                  num_workers=num_workers, pin_memory=device.type == "cuda",
                                   generator=torch.Generator().manual_seed(step_seed(seed, epoch, "loader")))
         epoch, skip = epoch + 1, 0
 
@@ -475,7 +482,7 @@ def _run(config: TrainConfig, objective: Objective, layout: Layout, dataset: Dat
     window_loss = window_state[0].clone()
     window_metrics = {m: window_state[1 + i].clone() for i, m in enumerate(objective.metrics)}
     t0 = time.perf_counter()
-    batches = _batches(dataset, order, start_step, tr.seed, tr.num_workers, device.type == "cuda")
+    batches = _batches(dataset, order, start_step, tr.seed, tr.num_workers, device)
     step = start_step
     try:
         while step < tr.steps:
