@@ -227,6 +227,8 @@ def test_classifier_export_and_accuracy_log(tmp_path):
     (["sde.kind=ou"], ["sde.kind", "'ou'"]),
     (["sde.beta_max=-3"], ["sde", "beta_max"]),
     (["data.colour=1"], ["'colour'", "'data'"]),
+    (["data.image_size=abc"], ["data.image_size", "'abc'", "integer"]),
+    (["data.name=imagenet"], ["data.name", "'imagenet'"]),
     (["optimizer.lr=1"], ["'optimizer'"]),
 ])
 def test_config_errors_exit_2(tmp_path, capsys, sets, expected):

@@ -267,7 +267,30 @@ def check_data(values: Any) -> dict[str, Any]:
     loader = _dataset_loader(data_module, name)
     if loader is not None:
         _check_signature("data", f"dataset {name!r}", loader, kwargs, skip=("name",))
+        _check_types("data", loader, kwargs)
     return {"name": name, **kwargs}
+
+
+def _check_types(section: str, fn: Callable, kwargs: dict[str, Any]) -> None:
+    """Raise naming key, value and expected type when a value's type differs from the default's (bool, int,
+    number, string); arguments without a default or defaulting to None are left to ``fn``."""
+    params = inspect.signature(fn).parameters
+    for key, value in kwargs.items():
+        default = params[key].default if key in params else None
+        if default is None or default is inspect.Parameter.empty:
+            continue
+        if isinstance(default, bool):
+            ok, expected = isinstance(value, bool), "true or false"
+        elif _is_int(default):
+            ok, expected = _is_int(value), "an integer"
+        elif _is_real(default):
+            ok, expected = _is_real(value), "a number"
+        elif isinstance(default, str):
+            ok, expected = isinstance(value, str) or value is None, "a string"
+        else:
+            continue
+        if not ok:
+            raise ValueError(f"{section}.{key} = {value!r}: expected {expected}")
 
 
 def _dataset_loader(data_module: Any, name: str) -> Callable | None:

@@ -179,8 +179,8 @@ def _load_dataset(config: TrainConfig) -> Dataset:
     name = kwargs.pop("name")
     try:
         return load_dataset(name, **kwargs)
-    except TypeError as err:
-        raise ValueError(f"data: dataset {name!r}: {err}") from None
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"data: {err}") from None
 
 
 def _data_shape(dataset: Dataset) -> tuple[int, int, int | None]:
