@@ -126,7 +126,7 @@ def test_resume_refuses_another_config(tmp_path, capsys):
     assert main(["train", "score", str(path), "--set", "model.nf=16", "--set", "training.steps=4"]) == 2
     err = capsys.readouterr().err
     assert "invsgm train: error:" in err and "model.nf" in err and "checkpoint" in err
-    assert main(["train", "classifier", str(path), "--set", f"model={{kind: classifier}}"]) == 2  # not a sub-key
+    assert main(["train", "classifier", str(path), "--set", "model={kind: classifier}"]) == 2  # not a sub-key
     assert "--set model" in capsys.readouterr().err
 
 
