@@ -14,14 +14,6 @@ from invsgm.sde import VESDE, VPSDE
 TINY = dict(width=8, blocks_per_level=1)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    """Tiny networks run fastest on one thread (the 2 cores are shared)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 @pytest.mark.parametrize("channels", [1, 3])
 @pytest.mark.parametrize("size", [16, 28, 32])

@@ -21,14 +21,6 @@ LN2 = math.log(2)
 SDES = {"ve": lambda: VESDE(0.01, 1000.0), "vp": VPSDE, "subvp": SubVPSDE}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Many small ops: intra-op threads only contend on a shared 2-core machine (~10× slower under load)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 def mixture_2d() -> GaussianMixture:
     return GaussianMixture(torch.tensor([[-1.0, 0.5], [1.0, -0.5], [0.3, 1.2]]), torch.tensor([0.3, 0.5, 0.2]),

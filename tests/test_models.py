@@ -19,14 +19,6 @@ INTEROP = Path("/work/shared/interop")
 TINY = dict(nf=8, num_res_blocks=1, dropout=0.0)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    """Tiny networks run fastest on one thread; the timing test sets its own count."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 def _labels(b: int) -> torch.Tensor:
     return torch.linspace(0.05, 5.0, b)

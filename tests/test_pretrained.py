@@ -17,7 +17,7 @@ from invsgm.models import (MLPScoreNet, NoiseConditionalClassifier, ScoreModel, 
                            build_model, model_config)
 from invsgm.pretrained import (PretrainedNotFoundError, card_from_weights, from_model_space, load_pretrained,
                                save_pretrained, to_model_space)
-from invsgm.sde import VESDE, VPSDE, sde_from_config
+from invsgm.sde import sde_from_config
 
 UNET = dict(kind="unet", in_channels=1, image_size=16, nf=8, ch_mult=(1, 2), num_res_blocks=1,
             attn_resolutions=(8,), dropout=0.0, resblock_type="ddpm", fir=False, init_scale=1.0)
@@ -25,13 +25,6 @@ CLASSIFIER = dict(kind="classifier", in_channels=1, image_size=16, num_classes=3
                   blocks_per_level=1, embedding_type="positional", init_scale=1.0)
 MLP = dict(kind="mlp", dim=2, hidden=16, depth=2)
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def _card(model: dict, task: str = "score", sde: dict | None = None, **data) -> dict:

@@ -23,14 +23,6 @@ from invsgm.stats import sliced_wasserstein
 DTYPE = torch.float64
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """The exact scores are many small tensor ops: intra-op threads only contend on a shared machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 SIGMA_MAX = 10.0  # ≈ the diameter (largest pairwise distance) of both mixtures' samples, 8–9
 
 

@@ -28,14 +28,6 @@ FAST = {"batch_size": 8, "lr": 1e-3, "warmup": 2, "log_every": 2, "n_samples": 4
         "sample_corrector": "none"}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    """Tiny networks run fastest on one thread (the box is shared)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 def tiny_dataset(n: int = 20, channels: int = 1, size: int = 8) -> TensorImages:
     g = torch.Generator().manual_seed(123)
