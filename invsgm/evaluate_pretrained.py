@@ -94,7 +94,7 @@ def train_clean_classifier(image_size: int = 16, *, steps: int = 250, batch_size
 def class_share_bounds(n: int) -> tuple[float, float]:
     """The wider of ``CLASS_SHARE`` and the central 99.9 % range of a uniform sampler's class share among
     n samples (Binomial(n, 0.1)/n): [4 %, 18 %] for n ≥ 256, wider for fewer samples."""
-    lo, hi = binom.ppf(0.0005, n, 0.1) / n, binom.isf(0.0005, n, 0.1) / n
+    lo, hi = float(binom.ppf(0.0005, n, 0.1)) / n, float(binom.isf(0.0005, n, 0.1)) / n
     return min(CLASS_SHARE[0], lo), max(CLASS_SHARE[1], hi)
 
 

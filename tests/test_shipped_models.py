@@ -75,7 +75,7 @@ def check_samples(clean: torch.nn.Module, n: int, **sampler) -> None:
     verdicts = judge_samples(images, clean, classifier)
     for name, verdict in verdicts.items():
         print(f"  {name}: {verdict}")
-    assert verdicts["clean CNN"].passed
+    assert verdicts["clean CNN"].passed, str(verdicts["clean CNN"])
 
 
 def test_digit_samples_are_digits_fast(clean_judge) -> None:
@@ -93,7 +93,7 @@ def test_classifier_accuracy_falls_with_noise() -> None:
     accs = accuracy_over_time(classifier)
     print("\n[digits_classifier] test accuracy " + ", ".join(f"t={t:g}: {a:.3f}" for t, a in zip(CLASSIFIER_TIMES, accs))
           + f" ({time.perf_counter() - start:.1f} s)")
-    assert accs[0] >= MIN_ACCURACY_T0
+    assert accs[0] >= MIN_ACCURACY_T0, f"accuracy {accs[0]:.3f} at t=0"
     assert is_monotone(accs), f"accuracy rises by more than {MONOTONE_SLACK} between consecutive times"
 
 
@@ -106,7 +106,7 @@ def check_photos_bpd(n: int, rtol: float) -> None:
     ours = model_bpd(photo, levels, rtol=rtol)
     print(f"\n[photos_score] bits/dim on {n} test patches: model {ours.mean():.4f} (rtol {rtol:g}), Gaussian "
           f"{gaussian[ridge].mean():.4f} (ridge {ridge:g}) ({time.perf_counter() - start:.1f} s)")
-    assert ours.mean() < gaussian[ridge].mean()
+    assert ours.mean() < gaussian[ridge].mean(), "the model is no better than a Gaussian"
 
 
 def test_photos_bpd_below_gaussian_fast() -> None:
