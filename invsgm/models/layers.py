@@ -99,6 +99,17 @@ class GaussianFourierProjection(nn.Module):
         return torch.cat([proj.sin(), proj.cos()], dim=-1)
 
 
+def noise_labels(noise_label: torch.Tensor | float, x: torch.Tensor) -> torch.Tensor:
+    """The networks' noise label as a (B,) tensor in x's dtype and device (a scalar is broadcast)."""
+    noise_label = torch.as_tensor(noise_label, dtype=x.dtype, device=x.device)
+    if noise_label.ndim == 0:
+        noise_label = noise_label.expand(x.shape[0])
+    if noise_label.shape != (x.shape[0],):
+        raise ValueError(f"noise_label must have shape ({x.shape[0]},) for x of shape {tuple(x.shape)}, "
+                         f"got shape {tuple(noise_label.shape)}")
+    return noise_label
+
+
 def timestep_embedding(t: torch.Tensor, dim: int, max_positions: int = 10000) -> torch.Tensor:
     """Transformer sinusoids [sin(t ω_k), cos(t ω_k)], ω_k = max_positions^(−k/(dim/2 − 1)); shape (B, dim)."""
     half = dim // 2

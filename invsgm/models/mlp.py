@@ -49,12 +49,7 @@ class MLPScoreNet(nn.Module):
         """Raw output of shape (B, dim); ``noise_label`` of shape (B,) (or a scalar)."""
         if x.ndim != 2 or x.shape[1] != self.dim:
             raise ValueError(f"x must have shape (B, {self.dim}), got shape {tuple(x.shape)}")
-        noise_label = torch.as_tensor(noise_label, dtype=x.dtype, device=x.device)
-        if noise_label.ndim == 0:
-            noise_label = noise_label.expand(x.shape[0])
-        if noise_label.shape != (x.shape[0],):
-            raise ValueError(f"noise_label must have shape ({x.shape[0]},) for x of shape {tuple(x.shape)}, "
-                             f"got shape {tuple(noise_label.shape)}")
+        noise_label = layers.noise_labels(noise_label, x)
         if self.embedding == "fourier":
             e = self.fourier(noise_label.log())
         else:

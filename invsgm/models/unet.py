@@ -206,12 +206,7 @@ class UNet(nn.Module):
         expected = (self.in_channels, self.image_size, self.image_size)
         if x.ndim != 4 or tuple(x.shape[1:]) != expected:
             raise ValueError(f"x must have shape (B, {', '.join(map(str, expected))}), got shape {tuple(x.shape)}")
-        noise_label = torch.as_tensor(noise_label, dtype=x.dtype, device=x.device)
-        if noise_label.ndim == 0:
-            noise_label = noise_label.expand(x.shape[0])
-        if noise_label.shape != (x.shape[0],):
-            raise ValueError(f"noise_label must have shape ({x.shape[0]},) for x of shape {tuple(x.shape)}, "
-                             f"got shape {tuple(noise_label.shape)}")
+        noise_label = layers.noise_labels(noise_label, x)
 
         mods = iter(self.all_modules)
         if self.embedding_type == "fourier":
