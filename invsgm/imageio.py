@@ -2,11 +2,12 @@
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
+
+from .atomic import atomic_open
 
 
 def write_png(path: str | os.PathLike, image: np.ndarray) -> Path:
@@ -15,14 +16,6 @@ def write_png(path: str | os.PathLike, image: np.ndarray) -> Path:
     if image.dtype != np.uint8 or image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[2] not in (1, 3, 4)):
         raise ValueError(f"image must be a uint8 array of shape (H, W) or (H, W, 1|3|4), "
                          f"got {image.dtype} {image.shape}")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            Image.fromarray(image.squeeze(2) if image.ndim == 3 and image.shape[2] == 1 else image).save(f, format="PNG")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    with atomic_open(path, "wb") as f:
+        Image.fromarray(image.squeeze(2) if image.ndim == 3 and image.shape[2] == 1 else image).save(f, format="PNG")
+    return Path(path)

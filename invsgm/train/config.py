@@ -19,14 +19,14 @@ import dataclasses
 import inspect
 import math
 import numbers
-import os
 import re
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
 import yaml
+
+from ..atomic import atomic_open
 
 SECTIONS = ("data", "sde", "model", "training", "output")
 
@@ -377,18 +377,9 @@ def as_config(config: "TrainConfig | dict[str, Any]") -> TrainConfig:
 
 def save_config(config: TrainConfig, path: str | Path) -> Path:
     """Write the resolved config as YAML (atomically), so ``invsgm train TASK path`` reproduces the run."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        _umask_mode(tmp)
-        with os.fdopen(fd, "w") as f:
-            yaml.safe_dump(config.to_dict(), f, sort_keys=False)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    with atomic_open(path, "w") as f:
+        yaml.safe_dump(config.to_dict(), f, sort_keys=False)
+    return Path(path)
 
 
 def resume_mismatch(saved: dict[str, Any], current: TrainConfig) -> list[str]:
@@ -407,13 +398,6 @@ def resume_mismatch(saved: dict[str, Any], current: TrainConfig) -> list[str]:
 
 def _norm(v: Any) -> Any:
     return [_norm(x) for x in v] if isinstance(v, (list, tuple)) else v
-
-
-def _umask_mode(path: str) -> None:
-    """Give a ``mkstemp`` file (mode 0600) the usual mode of a new file under the current umask."""
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(path, 0o666 & ~umask)
 
 
 __all__ = ["TrainConfig", "TrainingConfig", "load_config", "as_config", "save_config", "parse_overrides",
