@@ -50,7 +50,8 @@ def fit_score_model(
     ``data`` is a (N, ...) tensor to draw minibatches from (with replacement) or a sampler
     ``data(n, generator)``; batches are cast to the model's dtype and device. The learning rate
     rises linearly over ``warmup`` steps, then stays or (``cosine_decay``) follows ½(1 + cos πu) to 0.
-    ``callback(step, loss, model)`` runs after each step. The model is trained in place.
+    ``callback(step, loss, model)`` runs after each step. The model is trained in place; the result's
+    ``ema_model`` is an EMA copy θ_ema ← d θ_ema + (1 − d) θ, or the model itself if ``ema_decay`` is None.
     """
     steps = _checks.positive_int("steps", steps)
     batch_size = _checks.positive_int("batch_size", batch_size)

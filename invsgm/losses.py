@@ -33,7 +33,8 @@ def dsm_losses(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-sample DSM losses λ(t)‖s(x_t, t) + z/σ‖² (shape (B,)) and the times t drawn (B,).
 
-    The squared norm is summed over the dimensions of a sample, or averaged if ``reduce_mean``.
+    t ~ U(eps, T) with eps defaulting to ``sde.eps``; the squared norm is summed over the dimensions
+    of a sample, or averaged if ``reduce_mean``.
     """
     x0 = _batch("x0", x0)
     if weighting not in WEIGHTINGS:
@@ -73,7 +74,7 @@ def sliced_score_matching_losses(
 ) -> torch.Tensor:
     """Per-sample SSM losses (B,), each averaged over ``n_projections`` directions v:
 
-    vᵀ∇ₓ(vᵀs(x)) + ½(vᵀs(x))², or vᵀ∇ₓ(vᵀs(x)) + ½‖s(x)‖² with ``variance_reduction`` (SSM-VR).
+    vᵀ∇ₓ(vᵀs(x)) + ½(vᵀs(x))², or with ``variance_reduction`` (SSM-VR) vᵀ∇ₓ(vᵀs(x)) + ½‖s(x)‖².
     The score is ``model_or_fn(x)``, or ``model_or_fn(x, t)`` when ``t`` is given.
     Since E[vvᵀ] = I, both estimate tr ∇ₓs + ½‖s‖², i.e. ½E‖s − ∇log p‖² − ½E‖∇log p‖².
     """

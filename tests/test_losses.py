@@ -86,7 +86,8 @@ def test_dsm_closed_form_for_gaussian_data(name):
     t = torch.linspace(sde.eps, 1.0, 200001, dtype=torch.float64)
     alpha, std = sde.marginal_coeffs(t)
     v = alpha ** 2 * s * s + std ** 2
-    expected = {"paper": d * (1 - std ** 2 / v), "likelihood": sde.diffusion(t) ** 2 * d * alpha ** 2 * s * s / (v * std ** 2)}
+    expected = {"paper": d * (1 - std ** 2 / v),
+                "likelihood": sde.diffusion(t) ** 2 * d * alpha ** 2 * s * s / (v * std ** 2)}
     for weighting, integrand in expected.items():
         exact = torch.trapezoid(integrand, t).item() / (1.0 - sde.eps)
         losses, _ = dsm_losses(gm.score_model(sde), sde, x0, weighting=weighting,
@@ -139,7 +140,8 @@ def test_ssm_equals_fisher_divergence_up_to_constant(projection, variance_reduct
     for c in (-0.5, 0.5):
         diff = per_c[c] - per_c[0.0]
         d, se = diff.mean().item(), diff.std().item() / math.sqrt(n)
-        print(f"    c = {c:+.1f}: J(c) − J(0) = {d:.4f} ± {se:.4f}, Fisher ½c²E‖u‖² = {0.5 * c * c * fisher_u:.4f}")
+        print(f"    c = {c:+.1f}: J(c) − J(0) = {d:.4f} ± {se:.4f}, "
+              f"Fisher ½c²E‖u‖² = {0.5 * c * c * fisher_u:.4f}")
         assert d > 0 and abs(d - 0.5 * c * c * fisher_u) < 4 * se
 
 
@@ -192,7 +194,8 @@ def test_ssm_is_trainable():
         sched.step()
     err_W = (lin.weight.double() + P).abs().max().item()
     err_c = (lin.bias.double() - P @ m).abs().max().item()
-    print(f"SSM-trained linear score: max |W + P| = {err_W:.3f}, max |c − P m| = {err_c:.3f} (max |P| = {P.abs().max():.2f})")
+    print(f"SSM-trained linear score: max |W + P| = {err_W:.3f}, max |c − P m| = {err_c:.3f} "
+          f"(max |P| = {P.abs().max():.2f})")
     assert err_W < 0.15 and err_c < 0.15
 
 
@@ -285,7 +288,8 @@ def test_fit_mlp_and_sample_reproduces_mixture(name):
                           cosine_decay=True, ema_decay=0.999, generator=torch.Generator().manual_seed(0))
     cpu = time.process_time() - cpu0
     print(f"\nfit {name}: 8000 Adam steps of 256, {torch.get_num_threads()} thread(s): wall {res.wall_time:.1f} s, "
-          f"CPU {cpu:.1f} s; DSM loss first 100 {res.losses[:100].mean():.4f}, last 1000 {res.losses[-1000:].mean():.4f}")
+          f"CPU {cpu:.1f} s; DSM loss first 100 {res.losses[:100].mean():.4f}, "
+          f"last 1000 {res.losses[-1000:].mean():.4f}")
     assert cpu < 60.0
 
     ref = gm.sample(N_SAMPLES, torch.Generator().manual_seed(100))
