@@ -274,6 +274,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--samples", type=int, default=256)
     parser.add_argument("--steps", type=int, default=500, help="PC steps of the digit sampler")
     parser.add_argument("--patches", type=int, default=80, help="held-out photo patches (at most 80)")
+    parser.add_argument("--rtol", type=float, default=1e-5, help="rtol = atol of the likelihood ODE")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
@@ -285,6 +286,9 @@ def main(argv: list[str] | None = None) -> None:
     clean, clean_acc = train_clean_classifier(seed=args.seed)
     print(f"clean judge: DigitCNN test accuracy {clean_acc:.3f} (need ≥ {MIN_CLEAN_ACCURACY}) "
           f"[{time.perf_counter() - start:.0f} s]")
+    test = digits(16, "test")
+    with torch.no_grad():
+        print(f"  on the {len(test)} test digits (reference): {judge(clean(test.images).softmax(1))}")
     t0 = time.perf_counter()
     images = sample_digits(score, args.samples, steps=args.steps, seed=args.seed)
     print(f"digits_score: {args.samples} samples, PC {args.steps} steps (reverse diffusion + Langevin) "
@@ -304,8 +308,8 @@ def main(argv: list[str] | None = None) -> None:
     levels = held_out_patches(args.patches, photo.card["data"]["image_size"])
     gaussian = gaussian_baseline_bpd(levels, photo.card["data"]["image_size"], seed=args.seed)
     ridge = best_ridge(gaussian)
-    ours = model_bpd(photo, levels, seed=args.seed)
-    print(f"photos_score bits/dim on {args.patches} test patches: model {_mean_se(ours)} (ODE, rtol = atol = 1e-5), "
+    ours = model_bpd(photo, levels, seed=args.seed, rtol=args.rtol)
+    print(f"photos_score bits/dim on {args.patches} test patches: model {_mean_se(ours)} (ODE, rtol {args.rtol:g}), "
           f"Gaussian {_mean_se(gaussian[ridge])} (ridge {ridge:g}) → "
           f"{'PASS' if ours.mean() < gaussian[ridge].mean() else 'FAIL'} [{time.perf_counter() - t0:.0f} s]")
     print("  Gaussian mean bpd by ridge: " + ", ".join(f"{r:g}: {b.mean().item():.3f}" for r, b in gaussian.items()))
