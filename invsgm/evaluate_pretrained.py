@@ -269,6 +269,9 @@ def held_out_patches(n: int, patch_size: int = 32) -> torch.Tensor:
 # --- the report ------------------------------------------------------------------------------------
 
 def _mean_se(v: torch.Tensor) -> str:
+    """'mean ± standard error' of a 1-D tensor (the mean alone for one value)."""
+    if v.numel() == 1:
+        return f"{v.item():.4f}"
     return f"{v.mean().item():.4f} ± {v.std().item() / math.sqrt(v.numel()):.4f}"
 
 
