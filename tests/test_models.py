@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import time
 from pathlib import Path
 
@@ -15,7 +16,7 @@ from invsgm.models import MLPScoreNet, ScoreModel, UNet, parameter_count, unet_c
 from invsgm.models import layers
 from invsgm.sde import SubVPSDE, VESDE, VPSDE
 
-INTEROP = Path("/work/shared/interop")
+INTEROP = Path(os.environ.get("INVSGM_INTEROP", Path(__file__).resolve().parents[2] / "shared" / "interop"))
 TINY = dict(nf=8, num_res_blocks=1, dropout=0.0)
 
 
