@@ -28,15 +28,6 @@ FAST_PHOTOS = dict(n=16, rtol=1e-3)
 FULL_PHOTOS = dict(n=80, rtol=1e-5)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Conv nets at small batch: intra-op threads only contend on a shared 2-core machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def shipped(name: str) -> Pretrained:
     """The shipped model ``name``; skip (only) when its folder does not exist."""
     folder = pretrained_root() / name
