@@ -5,8 +5,10 @@ official score_sde_pytorch ``NCSNpp`` and with its attribute names, so an offici
 loads by name (after dropping the ``module.`` prefix and the unused ``sigmas`` entry) and
 official EMA shadow parameters load by position onto ``[p for p in net.parameters() if p.requires_grad]``.
 
-Unlike the official network, this one neither centres its input (feed data in [−1, 1]) nor
-divides by σ: ``ScoreModel`` turns the raw output into a score.
+Unlike the official network, this one does not divide by σ (``ScoreModel`` turns the raw output
+into a score), and it centres its input only when asked: the official network maps x ↦ 2x − 1
+when its data are not centred (``config.data.centered = False``, data in [0, 1]); here that is
+``input_centering=True``, and by default the input is used as it is (feed data in [−1, 1]).
 """
 from __future__ import annotations
 
@@ -64,6 +66,8 @@ class UNet(nn.Module):
         conditional: condition on the noise label (else the label is ignored).
         nonlinearity: 'swish', 'elu', 'relu' or 'lrelu'.
         attention_type: 'ddpm' (the only kind).
+        input_centering: map the input x ↦ 2x − 1 first (data in [0, 1], as the official network does
+            when ``data.centered`` is False); False feeds x unchanged (data already in [−1, 1]).
     """
 
     def __init__(
@@ -74,6 +78,7 @@ class UNet(nn.Module):
         resamp_with_conv: bool = True, skip_rescale: bool = True, init_scale: float = 0.0,
         progressive: str = "none", progressive_input: str = "none", progressive_combine: str = "sum",
         conditional: bool = True, nonlinearity: str = "swish", attention_type: str = "ddpm",
+        input_centering: bool = False,
     ):
         super().__init__()
         channels = _checks.positive_int("in_channels", in_channels)
@@ -103,6 +108,9 @@ class UNet(nn.Module):
         layers.fir_kernel_2d(fir_kernel)  # raises on a malformed kernel
 
         self.in_channels, self.image_size, self.nf = channels, image_size, nf
+        if not isinstance(input_centering, bool):
+            raise ValueError(f"input_centering must be True or False, got {input_centering!r}")
+        self.input_centering = input_centering
         self.num_res_blocks, self.conditional, self.skip_rescale = num_res_blocks, conditional, skip_rescale
         self.num_resolutions = len(ch_mult)
         self.attn_levels = [image_size // 2 ** i in tuple(attn_resolutions) for i in range(len(ch_mult))]
@@ -207,6 +215,8 @@ class UNet(nn.Module):
         if x.ndim != 4 or tuple(x.shape[1:]) != expected:
             raise ValueError(f"x must have shape (B, {', '.join(map(str, expected))}), got shape {tuple(x.shape)}")
         noise_label = layers.noise_labels(noise_label, x)
+        if self.input_centering:  # data in [0, 1] → [−1, 1], before the input pyramid sees it
+            x = 2 * x - 1
 
         mods = iter(self.all_modules)
         if self.embedding_type == "fourier":
