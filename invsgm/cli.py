@@ -32,6 +32,15 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _eval(args: argparse.Namespace) -> int:
+    from .evaluate import evaluate_folder, format_table, summarize
+
+    rows = evaluate_folder(args.results, truth_dir=args.truth, lpips=args.lpips, out=args.out)
+    print(format_table(summarize(rows)))
+    print(f"wrote {Path(args.results, args.out + '.csv')} and {Path(args.results, args.out + '.json')}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with one sub-command per job."""
     parser = argparse.ArgumentParser(prog="invsgm", description=__doc__)
@@ -55,6 +64,18 @@ def build_parser() -> argparse.ArgumentParser:
                        help="override a config value (YAML syntax), e.g. --set training.steps=500; repeatable")
     train.add_argument("--out", default=None, help="output folder (overrides the config's 'output')")
     train.set_defaults(func=_train)
+    evaluate = sub.add_parser(
+        "eval", help="PSNR / SSIM / LPIPS of a results folder written by 'invsgm run'",
+        description="Score mean.png, the samples and baseline.png of every RESULTS/<input-name>/ against its "
+                    "truth.png (or DIR/<input-name>.png with --truth); write RESULTS/NAME.csv and RESULTS/NAME.json and print "
+                    "a summary table.")
+    evaluate.add_argument("results", metavar="RESULTS", help="results folder written by 'invsgm run'")
+    evaluate.add_argument("--truth", metavar="DIR", default=None,
+                          help="folder of ground truths DIR/<input-name>.png (default: RESULTS/<input-name>/truth.png)")
+    evaluate.add_argument("--lpips", action="store_true",
+                          help="also compute LPIPS (needs the 'vision' extra and AlexNet weights; never downloads)")
+    evaluate.add_argument("--out", metavar="NAME", default="eval", help="output file stem inside RESULTS (default: eval)")
+    evaluate.set_defaults(func=_eval)
     return parser
 
 
