@@ -12,7 +12,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ._checks import non_negative, positive, positive_int
+from ._checks import positive, positive_int
 
 __all__ = ["inpaint_biharmonic", "colorize_grey", "upsample_bicubic", "deconvolve_wiener",
            "deconvolve_richardson_lucy", "denoise_tv"]
@@ -37,6 +37,8 @@ def _back(a: np.ndarray, single: bool, like: torch.Tensor) -> torch.Tensor:
 
 def _kernel(kernel: torch.Tensor) -> np.ndarray:
     k = torch.as_tensor(kernel).detach().to("cpu", torch.float64)
+    if k.ndim == 3 and k.shape[0] == 1:  # e.g. operators.GaussianBlur.kernel, (1, k, k)
+        k = k[0]
     if k.ndim != 2 or not torch.isfinite(k).all() or float(k.sum()) <= 0:
         raise ValueError(f"kernel must be a finite 2-D tensor with a positive sum, got shape {tuple(k.shape)}")
     return k.numpy()
@@ -90,7 +92,8 @@ def colorize_grey(y_grey: torch.Tensor) -> torch.Tensor:
     minimum-norm solution of y = A x (A sums the channels and divides by √3), exact for grey images.
     """
     if not torch.is_tensor(y_grey) or y_grey.ndim not in (3, 4) or y_grey.shape[-3] != 1:
-        raise ValueError(f"y_grey must be a tensor (1, H, W) or (B, 1, H, W), got {tuple(getattr(y_grey, 'shape', ()))}")
+        got = tuple(getattr(y_grey, "shape", ()))
+        raise ValueError(f"y_grey must be a tensor (1, H, W) or (B, 1, H, W), got {got}")
     grey = (y_grey / math.sqrt(3.0)).clamp(0, 1)
     return grey.expand(*y_grey.shape[:-3], 3, *y_grey.shape[-2:]).contiguous()
 
@@ -103,7 +106,8 @@ def upsample_bicubic(low: torch.Tensor, factor: int) -> torch.Tensor:
     pooling by ``factor`` puts them, so it inverts that downsampling's geometry."""
     factor = positive_int("factor", factor)
     if not torch.is_tensor(low) or low.ndim not in (3, 4) or not low.is_floating_point():
-        raise ValueError(f"low must be a float tensor (C, H, W) or (B, C, H, W), got {tuple(getattr(low, 'shape', ()))}")
+        got = tuple(getattr(low, "shape", ()))
+        raise ValueError(f"low must be a float tensor (C, H, W) or (B, C, H, W), got {got}")
     batch = low if low.ndim == 4 else low[None]
     up = F.interpolate(batch, scale_factor=factor, mode="bicubic", align_corners=False).clamp_(0, 1)
     return up if low.ndim == 4 else up[0]
@@ -114,7 +118,9 @@ def upsample_bicubic(low: torch.Tensor, factor: int) -> torch.Tensor:
 def deconvolve_wiener(blurred: torch.Tensor, kernel: torch.Tensor, balance: float = 0.01) -> torch.Tensor:
     """Wiener–Hunt deconvolution (``skimage.restoration.wiener``, Laplacian regulariser), channel by channel.
 
-    ``kernel`` is the 2-D blur kernel, centred at index (kh // 2, kw // 2) (odd sides recommended);
+    ``kernel`` is the 2-D blur kernel (or (1, kh, kw)), centred at index (kh // 2, kw // 2) (odd sides
+    recommended); it CONVOLVES — for a blur written as a correlation (kornia's ``filter2d``) pass the
+    flipped kernel, which for a symmetric kernel such as a Gaussian is the kernel itself;
     ``balance`` trades data fit against smoothness (larger: smoother; 0.01 suits noise-free or
     slightly noisy 8-bit images, raise it for noisier data). The filter works in the Fourier
     domain, i.e. it inverts a CIRCULAR convolution — the same boundary model as the project's blur
@@ -123,7 +129,7 @@ def deconvolve_wiener(blurred: torch.Tensor, kernel: torch.Tensor, balance: floa
     """
     from skimage.restoration import wiener
 
-    balance = non_negative("balance", balance)
+    balance = positive("balance", balance)
     x, single = _batch(blurred, "blurred")
     k = _kernel(kernel)
     out = np.empty_like(x)
@@ -136,7 +142,7 @@ def deconvolve_wiener(blurred: torch.Tensor, kernel: torch.Tensor, balance: floa
 def deconvolve_richardson_lucy(blurred: torch.Tensor, kernel: torch.Tensor, iterations: int = 30) -> torch.Tensor:
     """Richardson–Lucy deconvolution (``skimage.restoration.richardson_lucy``), channel by channel.
 
-    ``kernel``: the 2-D non-negative blur kernel (centred, odd sides recommended); ``iterations``:
+    ``kernel``: the non-negative blur kernel, as in ``deconvolve_wiener`` (convolution, centred); ``iterations``:
     more sharpen more and amplify noise more (30 by default). scikit-image convolves with zero
     padding, and RL's multiplicative updates carry the resulting border error inwards a little
     further every iteration; since the project's blur is CIRCULAR, each image is first extended

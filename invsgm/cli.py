@@ -67,14 +67,15 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate = sub.add_parser(
         "eval", help="PSNR / SSIM / LPIPS of a results folder written by 'invsgm run'",
         description="Score mean.png, the samples and baseline.png of every RESULTS/<input-name>/ against its "
-                    "truth.png (or DIR/<input-name>.png with --truth); write RESULTS/NAME.csv and RESULTS/NAME.json and print "
-                    "a summary table.")
+                    "truth.png (or DIR/<input-name>.png with --truth); write RESULTS/NAME.csv and "
+                    "RESULTS/NAME.json and print a summary table.")
     evaluate.add_argument("results", metavar="RESULTS", help="results folder written by 'invsgm run'")
     evaluate.add_argument("--truth", metavar="DIR", default=None,
                           help="folder of ground truths DIR/<input-name>.png (default: RESULTS/<input-name>/truth.png)")
     evaluate.add_argument("--lpips", action="store_true",
                           help="also compute LPIPS (needs the 'vision' extra and AlexNet weights; never downloads)")
-    evaluate.add_argument("--out", metavar="NAME", default="eval", help="output file stem inside RESULTS (default: eval)")
+    evaluate.add_argument("--out", metavar="NAME", default="eval",
+                          help="output file stem inside RESULTS (default: eval)")
     evaluate.set_defaults(func=_eval)
     return parser
 

@@ -176,7 +176,8 @@ def _write_csv(path: Path, rows: list[dict]) -> None:
         writer = csv.writer(f, lineterminator="\n")
         writer.writerow(["input", "method", "n", *METRICS])
         for r in rows:
-            writer.writerow([r["input"], r["method"], r["n"], *("n/a" if r[m] is None else repr(r[m]) for m in METRICS)])
+            values = ("n/a" if r[m] is None else repr(r[m]) for m in METRICS)
+            writer.writerow([r["input"], r["method"], r["n"], *values])
 
 
 def _jsonable(obj):

@@ -35,7 +35,8 @@ def _as_hwc(image, name: str) -> np.ndarray:
         if t.ndim == 2:
             t = t[None]
         if t.ndim != 3:
-            raise ValueError(f"{name} must be a tensor (C, H, W), (1, C, H, W) or (H, W), got shape {tuple(image.shape)}")
+            raise ValueError(f"{name} must be a tensor (C, H, W), (1, C, H, W) or (H, W), "
+                             f"got shape {tuple(image.shape)}")
         a = t.permute(1, 2, 0).numpy()
     else:
         a = np.asarray(image, dtype=np.float64)
@@ -108,7 +109,7 @@ class LPIPSUnavailable(RuntimeError):
 
 
 def alexnet_weights_path() -> Path:
-    """Where torchvision looks for AlexNet's ImageNet weights: ``torch.hub.get_dir()/checkpoints/`` + ALEXNET_WEIGHTS."""
+    """Where torchvision looks for AlexNet's ImageNet weights: ``torch.hub.get_dir()/checkpoints/<ALEXNET_WEIGHTS>``."""
     return Path(torch.hub.get_dir()) / "checkpoints" / ALEXNET_WEIGHTS
 
 
