@@ -35,6 +35,7 @@ import inspect
 import json
 import os
 import pickle
+import re
 import shlex
 import sys
 from dataclasses import dataclass, field
@@ -227,11 +228,15 @@ def _torch_load(path: Path) -> Any:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
         if "weights only" in str(err).lower():
+            glob = re.search(r"GLOBAL\s+([\w.]+)", str(err))
+            if glob:  # an import or call: what a pickle that runs code asks for
+                raise ValueError(f"{path}: refused to load: the pickle asks for the global {glob.group(1)!r}, "
+                                 f"more than tensors, numbers and containers; nothing in it was run. Official "
+                                 f"score_sde checkpoints hold only those: this file is not one, or was altered") from None
             lines = [line.strip() for line in str(err).splitlines() if line.strip()]
-            detail = next((line for line in lines if "GLOBAL" in line or "nsupported" in line), lines[0])
-            raise ValueError(f"{path}: refused to load: the pickle asks for more than tensors, numbers and "
-                             f"containers ({detail}); nothing in it was run. Official score_sde checkpoints "
-                             f"hold only those; this file is not one, or was altered") from None
+            detail = next((line for line in lines if "nsupported" in line), lines[0] if lines else "")
+            raise ValueError(f"{path}: refused to load: not a weights-only pickle ({detail}); truncated or corrupt, "
+                             f"or built to run code; nothing in it was run") from None
         raise ValueError(f"{path}: not a readable PyTorch checkpoint (corrupt pickle: {err})") from None
     except OSError as err:
         raise ValueError(f"{path}: cannot read the file ({err})") from None
