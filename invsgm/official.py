@@ -232,7 +232,8 @@ def _torch_load(path: Path) -> Any:
             if glob:  # an import or call: what a pickle that runs code asks for
                 raise ValueError(f"{path}: refused to load: the pickle asks for the global {glob.group(1)!r}, "
                                  f"more than tensors, numbers and containers; nothing in it was run. Official "
-                                 f"score_sde checkpoints hold only those: this file is not one, or was altered") from None
+                                 f"score_sde checkpoints hold only those: this file is not one, or was "
+                                 f"altered") from None
             lines = [line.strip() for line in str(err).splitlines() if line.strip()]
             detail = next((line for line in lines if "nsupported" in line), lines[0] if lines else "")
             raise ValueError(f"{path}: refused to load: not a weights-only pickle ({detail}); truncated or corrupt, "
