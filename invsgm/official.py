@@ -242,9 +242,9 @@ def _torch_load(path: Path) -> Any:
     except OSError as err:
         raise ValueError(f"{path}: cannot read the file ({err})") from None
     except Exception as err:  # truncated zip, EOF, garbage bytes: torch raises many kinds
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        first = str(err).strip().splitlines()[0].split(". ")[0] if str(err).strip() else ""
         raise ValueError(f"{path}: not a readable PyTorch checkpoint; truncated or corrupt? "
-                         f"({type(err).__name__}: {first})") from None
+                         f"({type(err).__name__}{': ' + first if first else ''})") from None
 
 
 def _shape(v: Any) -> list[int] | str:
