@@ -131,6 +131,33 @@ class GaussianMixture:
         return GaussianMixture(alpha * self.means, self.weights, cov if self.rotation is not None
                                else torch.diagonal(cov, dim1=1, dim2=2))
 
+    def condition(self, A: torch.Tensor, y: torch.Tensor, sigma_y: float) -> "GaussianMixture":
+        """The exact posterior p(x | y) for y = A x + σ_y ε, ε ~ N(0, I): again a Gaussian mixture.
+
+        Component k: K_k = Σ_k Aᵀ S_k⁻¹ with S_k = A Σ_k Aᵀ + σ_y² I; mean μ_k + K_k (y − A μ_k),
+        covariance Σ_k − K_k A Σ_k, weight ∝ w_k N(y; A μ_k, S_k). A is (m, D), y is (m,).
+        """
+        A = torch.as_tensor(A, dtype=torch.float64)
+        y = torch.as_tensor(y, dtype=torch.float64).reshape(-1)
+        if A.ndim != 2 or A.shape[1] != self.dim or y.shape != (A.shape[0],):
+            raise ValueError(f"A must have shape (m, {self.dim}) and y shape (m,), got {tuple(A.shape)} and "
+                             f"{tuple(y.shape)}")
+        s2 = _checks.non_negative("sigma_y", sigma_y) ** 2
+        cov = self.covariance_matrices()  # (K, D, D)
+        cov_at = cov @ A.T  # Σ_k Aᵀ, (K, D, m)
+        S = A @ cov_at + s2 * torch.eye(A.shape[0], dtype=torch.float64)  # (K, m, m)
+        chol = torch.linalg.cholesky(S)
+        resid = y[None] - self.means @ A.T  # (K, m)
+        gain = torch.cholesky_solve(cov_at.transpose(1, 2), chol).transpose(1, 2)  # K_k = Σ_k Aᵀ S_k⁻¹, (K, D, m)
+        means = self.means + torch.einsum("kdm,km->kd", gain, resid)
+        post_cov = cov - gain @ cov_at.transpose(1, 2)
+        post_cov = 0.5 * (post_cov + post_cov.transpose(1, 2))
+        white = torch.linalg.solve_triangular(chol, resid[..., None], upper=False)[..., 0]
+        log_lik = -0.5 * (white.pow(2).sum(-1) + 2 * chol.diagonal(dim1=1, dim2=2).log().sum(-1)
+                          + A.shape[0] * math.log(2 * math.pi))
+        weights = torch.softmax(self.weights.log() + log_lik, dim=0)
+        return GaussianMixture(means, weights, post_cov)
+
     def score_model(self, sde: SDE) -> "MixtureScore":
         """The exact score s(x, t) = ∇log p_t(x) under ``sde`` as a module, callable like a network."""
         return MixtureScore(self, sde)
