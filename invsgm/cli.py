@@ -41,6 +41,25 @@ def _eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run(args: argparse.Namespace) -> int:
+    from .run import format_summary, load_run_config, run
+
+    try:
+        config = load_run_config(args.config, args.set or [], input_path=args.input, out=args.out, seed=args.seed)
+        result = run(config)
+    except ImportError as err:  # an optional extra (torchvision, a task plugin's dependency) is missing
+        print(f"invsgm run: error: a module is missing: {err} (optional extras: pip install -e \".[vision]\"; "
+              f"a task plugin: install its package)", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("invsgm run: interrupted; finished inputs are kept, the unfinished one was removed", file=sys.stderr)
+        return 130
+    if result.metrics["summary"]:
+        print(format_summary(result.metrics))
+    print(f"wrote {result.output} ({result.metrics['n_inputs']} inputs; metrics.json, run.yaml)")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with one sub-command per job."""
     parser = argparse.ArgumentParser(prog="invsgm", description=__doc__)
@@ -77,6 +96,21 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--out", metavar="NAME", default="eval",
                           help="output file stem inside RESULTS (default: eval)")
     evaluate.set_defaults(func=_eval)
+    run = sub.add_parser(
+        "run", help="solve an inverse problem (or class-conditional generation) described by a YAML file",
+        description="Read a task YAML (model, sde, task, sampler, inputs, output, seed, device; see tasks/*.yaml and "
+                    "invsgm/run.py), solve every input and write OUTPUT/<input-name>/ (truth, observation, samples, "
+                    "mean, std, baseline, panel), OUTPUT/metrics.json and OUTPUT/run.yaml. Relative paths are "
+                    "resolved against the current directory.")
+    run.add_argument("config", metavar="FILE.yaml", help="task YAML file, e.g. tasks/inpaint.yaml")
+    run.add_argument("--set", action="append", metavar="KEY.SUB=VALUE",
+                     help="override a value (YAML syntax), e.g. --set sampler.steps=50 or "
+                          "--set task.mask.box=[0,0,16,16]; list entries by index (task.0.scale=2); repeatable")
+    run.add_argument("--input", metavar="PATH", default=None,
+                     help="an image file or a folder of images instead of the YAML's inputs (sizes must be the model's)")
+    run.add_argument("--out", metavar="DIR", default=None, help="output folder (overrides the YAML's 'output')")
+    run.add_argument("--seed", type=int, default=None, help="random seed (overrides the YAML's 'seed')")
+    run.set_defaults(func=_run)
     return parser
 
 

@@ -1,0 +1,831 @@
+"""``invsgm run TASK.yaml``: solve an inverse problem (or a class-conditional generation) on a set of inputs.
+
+The YAML file (every key checked; an unknown key, a wrong type or an unknown name raises a
+``ValueError`` naming the key, the value and what was expected)::
+
+    model: {pretrained: photos_score}       # a shipped name or a model folder, or an official checkpoint:
+                                            # {score_sde_checkpoint: PATH, preset: NAME, overrides: {nf: 16}, ema: true}
+    sde: vp                                 # optional: ve | vp | subvp or {kind: vp, beta_min: ...}; must be the model's
+    task: {name: inpaint, mask: {box: [8, 8, 16, 16]}}   # a task spec (invsgm.tasks.registry) or a list of them
+    sampler:
+      name: pc                              # pc (predictor-corrector + the task's projection) | smc (twisted SMC)
+      steps: 200                            # predictor steps
+      predictor: reverse_diffusion          # euler_maruyama | reverse_diffusion | ancestral_sampling | none
+      corrector: langevin                   # langevin | annealed_langevin | none
+      snr: 0.16                             # Langevin signal-to-noise ratio
+      n_corrector_steps: 1
+      n_samples: 4                          # posterior samples per input
+      batch_size: 8                         # inputs solved together (read, solved and written one batch at a time)
+      n_particles: 16                       # SMC particles per input
+    inputs: {dataset: photos_test, count: 4}  # photos_test | digits_test (held-out test images), or
+                                            # {path: FILE_OR_FOLDER, count: N}; class tasks: {labels: [0, 1, ...]}
+    output: out/inpaint                     # default: out/<YAML file stem>
+    seed: 0                                 # all randomness (observation noise, sampling) comes from it
+    device: auto                            # auto (CUDA when available) | cpu | cuda | cuda:N
+
+Relative paths (``model``, ``inputs.path``, mask files, ``output``) are resolved against the current
+directory, not the YAML file's folder: the README's commands run from the repository root.
+
+Inputs: ``photos_test`` are the held-out 32×32 test patches (``invsgm.data.photos_test_images``,
+``count`` ≤ 80), ``digits_test`` scikit-learn's test digits (``digits(split='test')``, with their
+labels, ≤ 355); a folder is searched recursively, sorted by path. Images are never resized: one
+whose size differs from the model's is an error naming the file and both sizes. Class-conditional
+tasks take their labels from ``inputs.labels`` (one input per label, no ground truth, unless images
+are given too: then one label per image) or from a labelled data set.
+
+For each input the image is mapped to the model space, its observation simulated with the task's
+``measure(x, generator)`` (class guidance: the label), posterior samples drawn with ``invsgm.solve``
+and mapped back to images in [0, 1]. Written per input, into ``OUTPUT/<input-name>/``:
+``truth.png`` (when known), ``observation.png`` (the operator's picture of the image-space
+observation (y + A·1)/2 for centred models, clamped), ``mean.png`` (the mean of the samples),
+``std.png`` (the pixel-wise standard deviation of the samples ×2, so that white is 0.5, the largest
+possible for values in [0, 1]), ``baseline.png`` (the classical method for the operator, on the
+image-space observation: mask → biharmonic inpainting, grey → grey image, average pooling → bicubic,
+blur → Wiener, identity → TV denoising), ``samples/000.png ...`` and ``panel.png`` (truth |
+observation | samples | mean | std). Samples leave the sampler unclipped: they are clamped to
+[0, 1], and for colorization projected (per pixel, Euclidean) onto the RGB values in [0, 1] with the
+observed grey, so the observed coordinates stay exact. Then ``OUTPUT/metrics.json`` (per input:
+PSNR and SSIM of the mean, the baseline and the average over samples, computed on the 8-bit images
+written, as ``invsgm eval`` reads them; class tasks: the label and the classifier's class at t = 0
+of each sample; a summary) and ``OUTPUT/run.yaml`` (the resolved config, written first).
+
+Nothing is half-written: an input's folder is written under a hidden temporary name and renamed into
+place when complete; metrics.json and run.yaml are written atomically; an error or Ctrl-C removes the
+temporary folder. An existing OUTPUT must be an earlier results folder (with run.yaml) or empty;
+input folders of an earlier run that this run does not produce are removed at the end.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import math
+import numbers
+import os
+import re
+import shutil
+import sys
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator, Mapping, Sequence
+
+import numpy as np
+import torch
+import yaml
+from PIL import Image
+
+from .atomic import atomic_open
+from .sampling import CORRECTORS, PREDICTORS
+from .solve import SAMPLERS
+from .tasks.base import Composite, Task
+
+SECTIONS = ("model", "sde", "task", "sampler", "inputs", "output", "seed", "device")
+DATASETS = ("photos_test", "digits_test")
+SAMPLER_DEFAULTS = {"name": "pc", "steps": 200, "predictor": "reverse_diffusion", "corrector": "langevin",
+                    "snr": 0.16, "n_corrector_steps": 1, "n_samples": 4, "batch_size": 8, "n_particles": 16}
+STD_DISPLAY_GAIN = 2.0  # std.png = 2·std: white is 0.5, the largest standard deviation of values in [0, 1]
+
+
+# --- YAML ---------------------------------------------------------------------------------------------
+
+class _Loader(yaml.SafeLoader):
+    """PyYAML's safe loader with YAML 1.2 floats (``1e-3`` is a number, not a string)."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+                    |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+                    |\.[0-9_]+(?:[eE][-+]?[0-9]+)?
+                    |[-+]?\.(?:inf|Inf|INF)
+                    |\.(?:nan|NaN|NAN))$""", re.X),
+    list("-+0123456789."),
+)
+
+
+def read_yaml(path: str | os.PathLike) -> dict[str, Any]:
+    """The mapping in a run YAML file; a missing file, bad YAML or a non-mapping raises naming the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"task file not found: {path}")
+    try:
+        values = yaml.load(path.read_text(encoding="utf-8"), Loader=_Loader)
+    except (yaml.YAMLError, UnicodeDecodeError) as err:
+        raise ValueError(f"{path}: not valid YAML: {err}") from None
+    if not isinstance(values, dict):
+        raise ValueError(f"{path}: expected a mapping with keys {list(SECTIONS)}, got {type(values).__name__}")
+    return values
+
+
+def parse_set(item: str) -> tuple[list[str], Any]:
+    """``'sampler.steps=3'`` → (['sampler', 'steps'], 3); the value is read as YAML."""
+    key, sep, text = item.partition("=")
+    parts = key.strip().split(".")
+    if not sep or not key.strip() or any(not p for p in parts):
+        raise ValueError(f"--set {item!r}: expected KEY.SUB=VALUE, e.g. --set sampler.steps=100")
+    try:
+        value = yaml.load(text.strip(), Loader=_Loader) if text.strip() else None
+    except yaml.YAMLError as err:
+        raise ValueError(f"--set {item!r}: the value {text.strip()!r} is not valid YAML ({err})".replace("\n", " "))
+    return parts, value
+
+
+def apply_set(config: dict[str, Any], parts: Sequence[str], value: Any, item: str = "") -> None:
+    """Set ``config[parts[0]][parts[1]]... = value`` in place; lists are indexed by integers (``task.0.scale``)."""
+    node: Any = config
+    for i, part in enumerate(parts):
+        last = i == len(parts) - 1
+        where = ".".join(parts[:i + 1])
+        if isinstance(node, list):
+            if not part.lstrip("-").isdigit() or not -len(node) <= int(part) < len(node):
+                raise ValueError(f"--set {item or where}: {'.'.join(parts[:i]) or 'the config'} is a list of "
+                                 f"{len(node)}; {part!r} is not an index into it")
+            if last:
+                node[int(part)] = value
+            else:
+                node = node[int(part)]
+        elif isinstance(node, dict):
+            if last:
+                node[part] = value
+            else:
+                if node.get(part) is None:
+                    node[part] = {}
+                node = node[part]
+        else:
+            raise ValueError(f"--set {item or where}: {'.'.join(parts[:i])} = {node!r} is not a mapping or a list")
+
+
+# --- checks -----------------------------------------------------------------------------------------
+
+def _bad(key: str, value: Any, expected: str) -> ValueError:
+    return ValueError(f"{key} = {value!r}: expected {expected}")
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, numbers.Integral) and not isinstance(v, bool)
+
+
+def _int(key: str, v: Any, low: int) -> int:
+    if not _is_int(v) or v < low:
+        raise _bad(key, v, f"an integer >= {low}")
+    return int(v)
+
+
+def _number(key: str, v: Any) -> float:
+    if not isinstance(v, numbers.Real) or isinstance(v, bool) or not math.isfinite(float(v)) or v <= 0:
+        raise _bad(key, v, "a number > 0")
+    return float(v)
+
+
+def _string(key: str, v: Any) -> str:
+    if not isinstance(v, str) or not v:
+        raise _bad(key, v, "a non-empty string")
+    return v
+
+
+def _choice(key: str, v: Any, options: Sequence[str]) -> str:
+    if v not in options:
+        raise _bad(key, v, f"one of {list(options)}")
+    return v
+
+
+def _mapping(key: str, v: Any, allowed: Sequence[str]) -> dict[str, Any]:
+    if not isinstance(v, dict):
+        raise _bad(key, v, f"a mapping with keys from {list(allowed)}")
+    for k in v:
+        if k not in allowed:
+            raise ValueError(f"unknown key {key}.{k} = {v[k]!r}; expected one of {list(allowed)}")
+    return dict(v)
+
+
+def _check_model(v: Any) -> dict[str, Any]:
+    official = ("score_sde_checkpoint", "preset", "overrides", "ema")
+    m = _mapping("model", v, ("pretrained",) + official)
+    if ("pretrained" in m) == ("score_sde_checkpoint" in m):
+        raise _bad("model", v, "either {pretrained: NAME_OR_FOLDER} or {score_sde_checkpoint: PATH, preset: NAME, "
+                               "overrides: {...}, ema: true}")
+    if "pretrained" in m:
+        if len(m) > 1:
+            extra = next(k for k in m if k != "pretrained")
+            raise ValueError(f"model.{extra} = {m[extra]!r}: only official checkpoints (score_sde_checkpoint) take it")
+        return {"pretrained": _string("model.pretrained", m["pretrained"])}
+    if "preset" not in m:
+        raise ValueError("model: an official checkpoint needs a preset, e.g. preset: ve/cifar10_ncsnpp_continuous")
+    overrides = m.get("overrides") or {}
+    if not isinstance(overrides, dict) or not all(isinstance(k, str) for k in overrides):
+        raise _bad("model.overrides", overrides, "a mapping of UNet arguments or SDE parameters, e.g. {nf: 16}")
+    ema = m.get("ema", True)
+    if not isinstance(ema, bool):
+        raise _bad("model.ema", ema, "true or false")
+    return {"score_sde_checkpoint": _string("model.score_sde_checkpoint", m["score_sde_checkpoint"]),
+            "preset": _string("model.preset", m["preset"]), "overrides": dict(overrides), "ema": ema}
+
+
+def _check_sde(v: Any) -> str | dict | None:
+    from .sde import SDES
+
+    if v is None:
+        return None
+    if isinstance(v, str):
+        return _choice("sde", v, sorted(SDES))
+    if isinstance(v, dict) and "kind" in v:
+        _choice("sde.kind", v["kind"], sorted(SDES))
+        return dict(v)
+    raise _bad("sde", v, f"one of {sorted(SDES)} or a mapping {{kind: ..., parameters}}")
+
+
+def _check_sampler(v: Any) -> dict[str, Any]:
+    s = _mapping("sampler", {} if v is None else v, list(SAMPLER_DEFAULTS))
+    out = {**SAMPLER_DEFAULTS, **s}
+    _choice("sampler.name", out["name"], SAMPLERS)
+    _choice("sampler.predictor", out["predictor"], sorted(PREDICTORS))
+    _choice("sampler.corrector", out["corrector"], sorted(CORRECTORS))
+    out["snr"] = _number("sampler.snr", out["snr"])
+    for key, low in (("steps", 1), ("n_corrector_steps", 0), ("n_samples", 1), ("batch_size", 1), ("n_particles", 1)):
+        out[key] = _int(f"sampler.{key}", out[key], low)
+    return out
+
+
+def _check_inputs(v: Any) -> dict[str, Any]:
+    i = _mapping("inputs", v, ("dataset", "path", "count", "labels"))
+    if "dataset" in i and "path" in i:
+        raise _bad("inputs", v, "either dataset or path, not both")
+    if not any(k in i for k in ("dataset", "path", "labels")):
+        raise _bad("inputs", v, f"{{dataset: one of {list(DATASETS)}, count: N}}, {{path: FILE_OR_FOLDER}} or "
+                                "{labels: [...]} (class tasks)")
+    if "dataset" in i:
+        _choice("inputs.dataset", i["dataset"], DATASETS)
+    if "path" in i:
+        _string("inputs.path", i["path"])
+    if i.get("count") is not None:
+        i["count"] = _int("inputs.count", i["count"], 1)
+    if "labels" in i:
+        labels = i["labels"]
+        if not isinstance(labels, list) or not labels or not all(_is_int(y) and y >= 0 for y in labels):
+            raise _bad("inputs.labels", labels, "a non-empty list of class indices (integers >= 0)")
+        if i.get("count") is not None and "dataset" not in i and "path" not in i:
+            raise ValueError("inputs.count: with labels only, the inputs are the labels; leave count out")
+    return i
+
+
+def _check_device(v: Any) -> str:
+    v = _string("device", v)
+    if v == "auto":
+        return v
+    try:
+        torch.device(v)
+    except RuntimeError:
+        raise _bad("device", v, "auto, cpu, cuda or cuda:N") from None
+    return v
+
+
+def resolve_config(values: Mapping[str, Any], stem: str = "run") -> dict[str, Any]:
+    """The checked config with every default filled in (what run.yaml records)."""
+    if not isinstance(values, Mapping):
+        raise ValueError(f"a run config is a mapping with keys {list(SECTIONS)}, got {type(values).__name__}")
+    for key in values:
+        if key not in SECTIONS:
+            raise ValueError(f"unknown key {key!r} = {values[key]!r}; expected one of {list(SECTIONS)}")
+    for key in ("model", "task", "inputs"):
+        if values.get(key) is None:
+            raise ValueError(f"the config has no {key!r} key (see 'invsgm run --help')")
+    output = values.get("output") if values.get("output") is not None else f"out/{stem}"
+    return {"model": _check_model(values["model"]), "sde": _check_sde(values.get("sde")),
+            "task": copy.deepcopy(values["task"]),  # checked by the registry once the model is known
+            "sampler": _check_sampler(values.get("sampler")), "inputs": _check_inputs(values["inputs"]),
+            "output": _string("output", str(output) if isinstance(output, os.PathLike) else output),
+            "seed": _int("seed", values.get("seed", 0), 0), "device": _check_device(values.get("device", "auto"))}
+
+
+def load_run_config(path: str | os.PathLike, sets: Sequence[str] = (), *, input_path: str | None = None,
+                    out: str | None = None, seed: int | None = None) -> dict[str, Any]:
+    """Read ``path``, apply the ``--set KEY.SUB=VALUE`` items, ``--input``, ``--out``, ``--seed``; check; resolve."""
+    values = read_yaml(path)
+    for item in sets:
+        parts, value = parse_set(item)
+        apply_set(values, parts, value, item)
+    if input_path is not None:
+        labels = values.get("inputs", {}).get("labels") if isinstance(values.get("inputs"), dict) else None
+        values["inputs"] = {"path": str(input_path), **({"labels": labels} if labels is not None else {})}
+    if out is not None:
+        values["output"] = str(out)
+    if seed is not None:
+        values["seed"] = seed
+    return resolve_config(values, stem=Path(path).stem)
+
+
+# --- model, task, inputs ----------------------------------------------------------------------------
+
+def _device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device = {name!r}: CUDA is not available on this machine (use cpu or auto)")
+    return device
+
+
+def load_model(spec: Mapping[str, Any], device: torch.device):
+    """The ``Pretrained`` score model of a checked ``model`` section."""
+    if "pretrained" in spec:
+        from .pretrained import load_pretrained
+
+        model = load_pretrained(spec["pretrained"], device=device)
+    else:
+        from .official import load_score_sde_checkpoint
+
+        model = load_score_sde_checkpoint(spec["score_sde_checkpoint"], spec["preset"], ema=spec["ema"],
+                                          device=device, **spec["overrides"])
+    if model.card.get("task") != "score":
+        raise ValueError(f"model = {dict(spec)!r}: expected a score model, got a {model.card.get('task')!r} model")
+    return model
+
+
+def _sde_kind(sde) -> str:
+    from .sde import SDES
+
+    return next(k for k, cls in SDES.items() if type(sde) is cls)
+
+
+def _check_model_sde(spec: str | dict | None, model) -> None:
+    from .sde import sde_from_config
+
+    if spec is None:
+        return
+    if isinstance(spec, str):
+        if spec != _sde_kind(model.sde):
+            raise ValueError(f"sde = {spec!r} but the model {model.card['name']!r} has a {_sde_kind(model.sde)!r} "
+                             f"SDE ({model.sde!r})")
+        return
+    params = {k: v for k, v in spec.items() if k != "kind"}
+    try:
+        wanted = sde_from_config(spec["kind"], **params)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"sde = {spec!r}: {err}") from None
+    if type(wanted) is not type(model.sde) or wanted.config() != model.sde.config():
+        raise ValueError(f"sde = {spec!r} is {wanted!r} but the model {model.card['name']!r} has {model.sde!r}")
+
+
+def leaves(task: Task) -> list[Task]:
+    """The tasks inside a ``Composite`` (recursively), or [task]."""
+    return [leaf for t in task.tasks for leaf in leaves(t)] if isinstance(task, Composite) else [task]
+
+
+def _class_part(task: Task):
+    from .tasks.guidance import ClassGuidance
+
+    return next((t for t in leaves(task) if isinstance(t, ClassGuidance)), None)
+
+
+def _image_part(task: Task):
+    """The first part of the task with a linear measurement operator (for the observation and the baseline)."""
+    return next((t for t in leaves(task) if getattr(t, "operator", None) is not None), None)
+
+
+def measure(task: Task, x: torch.Tensor | None, labels: torch.Tensor | None,
+            generator: torch.Generator | None) -> Any:
+    """The simulated observation of images x (model space) and class labels for ``task``."""
+    from .tasks.guidance import ClassGuidance
+
+    if isinstance(task, Composite):
+        return tuple(measure(t, x, labels, generator) for t in task.tasks)
+    if isinstance(task, ClassGuidance):
+        return labels
+    if not callable(getattr(task, "measure", None)):
+        raise ValueError(f"task {task!r} has no measure(x, generator) method: invsgm run cannot simulate its "
+                         f"observation")
+    return task.measure(x, generator)
+
+
+def observation_of(task: Task, part: Task, y: Any) -> Any:
+    """The entry of the observation ``y`` of ``task`` that belongs to ``part`` (one of its leaves)."""
+    if task is part:
+        return y
+    if isinstance(task, Composite):
+        for t, yi in zip(task.tasks, y):
+            if any(leaf is part for leaf in leaves(t)):
+                return observation_of(t, part, yi)
+    raise ValueError(f"{part!r} is not a part of {task!r}")
+
+
+@dataclass
+class Item:
+    """One input: its folder name, the image in [0, 1] (None for a bare label) and the class label."""
+
+    name: str
+    image: torch.Tensor | None
+    label: int | None
+    source: str
+
+
+@dataclass
+class Inputs:
+    """The inputs of a run, read lazily: ``len`` is known, images are decoded in ``batches``."""
+
+    names: list[str]
+    sources: list[str]
+    labels: list[int] | None
+    has_images: bool
+    _get: Any = field(repr=False)  # index -> (C, H, W) image in [0, 1] or None
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def batches(self, size: int) -> Iterator[list[Item]]:
+        for start in range(0, len(self), size):
+            yield [Item(self.names[i], self._get(i), None if self.labels is None else self.labels[i], self.sources[i])
+                   for i in range(start, min(start + size, len(self)))]
+
+
+def _image_files(path: Path) -> list[Path]:
+    from .data import IMAGE_EXTENSIONS
+
+    if path.is_file():
+        return [path]
+    if not path.exists():
+        raise FileNotFoundError(f"inputs.path = {str(path)!r}: no such file or folder")
+    files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
+                   and not any(part.startswith(".") for part in p.relative_to(path).parts))
+    if not files:
+        raise ValueError(f"inputs.path = {str(path)!r}: no image files in this folder (looked recursively for "
+                         f"{', '.join(IMAGE_EXTENSIONS)})")
+    return files
+
+
+def _file_names(files: list[Path], root: Path) -> list[str]:
+    """Folder names of input files: the path below ``root`` without its suffix ('/' → '__'), made unique."""
+    stems = ["__".join((f.relative_to(root) if f != root else Path(f.name)).with_suffix("").parts) for f in files]
+    if len(set(stems)) == len(stems):
+        return stems
+    return ["__".join((f.relative_to(root) if f != root else Path(f.name)).parts).replace(".", "_") for f in files]
+
+
+def open_inputs(spec: Mapping[str, Any], shape: tuple[int, int, int], needs_labels: bool) -> Inputs:
+    """The inputs of a checked ``inputs`` section for images of ``shape`` (C, H, W)."""
+    C, H, W = shape
+    labels = spec.get("labels")
+    count = spec.get("count")
+    if "dataset" in spec:
+        name = spec["dataset"]
+        if name == "photos_test":
+            if C != 3 or H != W:
+                raise ValueError(f"inputs.dataset = 'photos_test' holds square RGB patches but the model's samples "
+                                 f"have shape {shape}")
+            from .data import photos
+
+            available = len(photos(H, "test"))
+            n = available if count is None else count
+            if n > available:
+                raise _bad("inputs.count", n, f"at most the {available} photos_test patches of {H}×{H}")
+            from .data import photos_test_images
+
+            images = photos_test_images(n, patch_size=H)
+            data_labels = None
+        else:
+            if C != 1 or H != W:
+                raise ValueError(f"inputs.dataset = 'digits_test' holds square grey images but the model's samples "
+                                 f"have shape {shape}")
+            from .data import digits
+
+            test = digits(image_size=H, split="test")
+            n = len(test) if count is None else count
+            if n > len(test):
+                raise _bad("inputs.count", n, f"at most the {len(test)} digits_test images")
+            images, data_labels = test.images[:n], test.labels[:n].tolist()
+        width = max(3, len(str(n - 1)))
+        names = [f"{i:0{width}d}" for i in range(n)]
+        sources = [f"{name}[{i}]" for i in range(n)]
+        get = images.__getitem__
+    elif "path" in spec:
+        root = Path(spec["path"])
+        files = _image_files(root)
+        if count is not None:
+            files = files[:count]
+        names = _file_names(files, root if root.is_dir() else root.parent)
+        sources = [str(f) for f in files]
+        data_labels = None
+
+        def get(i: int) -> torch.Tensor:
+            from .data import load_image
+
+            x = load_image(files[i], channels=C)  # errors name the file
+            if tuple(x.shape[1:]) != (H, W):
+                raise ValueError(f"input image {files[i]} is {x.shape[1]}x{x.shape[2]} (HxW) but the model works on "
+                                 f"{H}x{W} images; inputs are not resized")
+            return x
+    else:
+        n = len(labels)
+        width = max(3, len(str(n - 1)))
+        names = [f"{i:0{width}d}_label{y}" for i, y in enumerate(labels)]
+        sources = [f"labels[{i}]" for i in range(n)]
+        data_labels = None
+        get = lambda i: None  # noqa: E731
+
+    if labels is not None and ("dataset" in spec or "path" in spec):
+        if len(labels) != len(names):
+            raise ValueError(f"inputs.labels has {len(labels)} labels but there are {len(names)} input images: "
+                             f"give one label per image")
+    if needs_labels:
+        labels = labels if labels is not None else data_labels
+        if labels is None:
+            raise ValueError(f"the task is class-conditional but the inputs ({dict(spec)}) carry no class labels: "
+                             f"give inputs.labels, or use a labelled dataset (digits_test)")
+    elif spec.get("labels") is not None:
+        raise ValueError(f"inputs.labels = {spec['labels']!r}: the task has no class_conditional part to use them")
+    return Inputs(names, sources, list(labels) if needs_labels else None,
+                  "dataset" in spec or "path" in spec, get)
+
+
+# --- images -------------------------------------------------------------------------------------------
+
+def _quantize(x: torch.Tensor) -> torch.Tensor:
+    """Images in [0, 1] as written to 8-bit PNGs (the values ``invsgm eval`` reads back)."""
+    return torch.round(x.detach().to("cpu", torch.float32).clamp(0, 1) * 255) / 255
+
+
+def _save_png(path: Path, image: torch.Tensor) -> None:
+    """Write a (C, H, W) image in [0, 1] (inside a temporary folder: no per-file rename needed)."""
+    a = (torch.round(image.detach().to("cpu", torch.float32).clamp(0, 1) * 255)).to(torch.uint8)
+    a = a.permute(1, 2, 0).numpy()
+    Image.fromarray(a[..., 0] if a.shape[2] == 1 else a).save(path, format="PNG")
+
+
+def _save_array(path: Path, array: np.ndarray) -> None:
+    Image.fromarray(array[..., 0] if array.shape[2] == 1 else array).save(path, format="PNG")
+
+
+def _project_grey(x: torch.Tensor, target_sum: torch.Tensor, iterations: int = 60) -> torch.Tensor:
+    """Per pixel, the closest RGB value in [0, 1]³ whose channel sum is ``target_sum`` (∈ [0, 3]).
+
+    The Euclidean projection onto the box ∩ plane is clamp(x + λ, 0, 1) for the λ at which the sum is
+    the target (monotone in λ): found by bisection in [−max x, 1 − min x].
+    """
+    lo = -x.amax(1, keepdim=True)
+    hi = 1 - x.amin(1, keepdim=True)
+    target = target_sum.clamp(0, 3)
+    for _ in range(iterations):
+        mid = (lo + hi) / 2
+        above = (x + mid).clamp(0, 1).sum(1, keepdim=True) > target
+        hi = torch.where(above, mid, hi)
+        lo = torch.where(above, lo, mid)
+    return (x + (lo + hi) / 2).clamp(0, 1)
+
+
+def _valid_images(samples: torch.Tensor, task: Task, y_img_rep: Any) -> torch.Tensor:
+    """Samples (image space) in [0, 1]; for noiseless colorization, with the observed grey kept."""
+    from .operators import Grey
+    from .tasks.replacement import Replacement
+
+    part = _image_part(task)
+    if isinstance(part, Replacement) and isinstance(part.operator, Grey) and y_img_rep is not None:
+        return _project_grey(samples, y_img_rep * math.sqrt(3.0))
+    return samples.clamp(0, 1)
+
+
+def image_observation(operator, y: torch.Tensor, centered: bool) -> torch.Tensor:
+    """The observation of the image in [0, 1]: (y + A·1)/2 for centred models (A x = A(2 img − 1)), else y."""
+    if not centered:
+        return y
+    ones = torch.ones((1, *operator.in_shape), dtype=y.dtype, device=y.device)
+    return (y + operator(ones)) / 2
+
+
+def baseline(part: Task, y_img: torch.Tensor, centered: bool) -> torch.Tensor | None:
+    """The classical method for the task's operator on the image-space observation (None if there is none)."""
+    from . import baselines
+    from .operators import AvgPool, GaussianBlur, Grey, Identity, Mask
+
+    op = getattr(part, "operator", None)
+    sigma = getattr(part, "sigma_y", 0.0) / (2.0 if centered else 1.0)  # noise level in image units
+    y = y_img.detach().to("cpu", torch.float32)
+    if isinstance(op, Mask):
+        return baselines.inpaint_biharmonic(op.to_image(y).clamp(0, 1), op.mask)
+    if isinstance(op, Grey):
+        return baselines.colorize_grey(y.clamp(min=0))
+    if isinstance(op, AvgPool):
+        return baselines.upsample_bicubic(y.clamp(0, 1), op.factor)
+    if isinstance(op, GaussianBlur):
+        return baselines.deconvolve_wiener(y, op.kernel)
+    if isinstance(op, Identity) and y.ndim == 4:
+        return baselines.denoise_tv(y, weight=sigma) if sigma > 0 else y.clamp(0, 1)
+    return None
+
+
+# --- the run ------------------------------------------------------------------------------------------
+
+@dataclass
+class RunResult:
+    """What a run wrote: the output folder, metrics.json's content, seconds and images (samples) per second."""
+
+    output: Path
+    metrics: dict[str, Any]
+    seconds: float
+    images_per_second: float
+
+
+def _jsonable(obj: Any) -> Any:
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return str(obj)
+    if isinstance(obj, dict):
+        return {k: _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    return obj
+
+
+def _prepare_output(out: Path) -> None:
+    """Create OUTPUT, or check it is an earlier results folder (or empty) and remove its stale temporaries."""
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"output = {str(out)!r}: exists and is not a folder")
+    if out.is_dir() and any(out.iterdir()) and not (out / "run.yaml").is_file():
+        raise ValueError(f"output = {str(out)!r}: the folder is not empty and holds no run.yaml, so it is not a "
+                         f"results folder of 'invsgm run'; choose another --out")
+    out.mkdir(parents=True, exist_ok=True)
+    for p in out.iterdir():
+        if p.is_dir() and p.name.startswith(".") and re.search(r"\.(tmp|old)-[0-9a-f]{12}$", p.name):
+            shutil.rmtree(p, ignore_errors=True)  # left by a killed run
+    (out / "metrics.json").unlink(missing_ok=True)  # rewritten at the end of this run
+
+
+def _commit(tmp: Path, final: Path) -> None:
+    """Rename the finished folder ``tmp`` to ``final`` (replacing an earlier one)."""
+    if final.exists():
+        old = final.parent / f".{final.name}.old-{uuid.uuid4().hex[:12]}"
+        os.rename(final, old)
+        os.rename(tmp, final)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.rename(tmp, final)
+
+
+def _metric_pair(x: torch.Tensor, truth: torch.Tensor) -> dict[str, float]:
+    from .metrics import psnr, ssim
+
+    return {"psnr": psnr(x, truth), "ssim": ssim(x, truth)}
+
+
+def _summary(records: list[dict[str, Any]]) -> dict[str, Any]:
+    from .evaluate import summarize
+
+    rows = [{"input": r["name"], "method": method, "n": r[method]["n"], "psnr": r[method]["psnr"],
+             "ssim": r[method]["ssim"], "lpips": None}
+            for r in records for method in ("mean", "samples", "baseline") if method in r]
+    summary = {method: {k: v for k, v in entry.items() if k != "lpips"} for method, entry in summarize(rows).items()}
+    labelled = [r for r in records if "predicted" in r]
+    if labelled:
+        hits = [p == r["label"] for r in labelled for p in r["predicted"]]
+        summary["class_accuracy"] = {"samples": len(hits), "accuracy": float(np.mean(hits))}
+    return summary
+
+
+def run(config: Mapping[str, Any], *, progress: bool = True, log=None) -> RunResult:
+    """Run a resolved config (``load_run_config``): solve every input, write the results folder, return the metrics."""
+    from tqdm.auto import tqdm
+
+    from .data import image_grid
+    from .pretrained import from_model_space, to_model_space
+    from .solve import solve
+    from .tasks.registry import TaskContext, build_task
+
+    log = log if log is not None else (lambda msg: print(msg, file=sys.stderr))
+    config = resolve_config(config)
+    device = _device(config["device"])
+    model = load_model(config["model"], device)
+    _check_model_sde(config["sde"], model)
+    data = model.card["data"]
+    shape = (int(data["channels"]), int(data["image_size"]), int(data["image_size"]))
+    centered = bool(data["centered"])
+    ctx = TaskContext(shape=shape, centered=centered, sde=model.sde, device=device)
+    task = build_task(config["task"], ctx)
+    class_part, image_part = _class_part(task), _image_part(task)
+    image_task = any(t is not class_part for t in leaves(task))
+    inputs = open_inputs(config["inputs"], shape, needs_labels=class_part is not None)
+    if image_task and not inputs.has_images:
+        raise ValueError(f"inputs = {config['inputs']!r}: the task observes images, give inputs.dataset or "
+                         f"inputs.path")
+    if len(inputs) == 0:
+        raise ValueError("there are no inputs")
+    s = config["sampler"]
+    n = s["n_samples"]
+
+    out = Path(config["output"])
+    _prepare_output(out)
+    with atomic_open(out / "run.yaml", "w") as f:
+        yaml.safe_dump(config, f, sort_keys=False, allow_unicode=True)
+
+    generator = torch.Generator(device).manual_seed(config["seed"])
+    records: list[dict[str, Any]] = []
+    names = set(inputs.names)
+    pending: list[Path] = []
+    sampling_seconds = 0.0
+    start = time.perf_counter()
+    batches = math.ceil(len(inputs) / s["batch_size"])
+    bar = tqdm(total=batches, unit="batch", desc=f"invsgm run {out}", disable=not progress, file=sys.stderr)
+    try:
+        for items in inputs.batches(s["batch_size"]):
+            b = len(items)
+            truth = torch.stack([it.image for it in items]).to(device) if inputs.has_images else None
+            labels = (torch.tensor([it.label for it in items], dtype=torch.long, device=device)
+                      if class_part is not None else None)
+            x = to_model_space(truth, model.card) if truth is not None else None
+            y = measure(task, x, labels, generator)
+            y_part = observation_of(task, image_part, y) if image_part is not None else None
+            t0 = time.perf_counter()
+            sol = solve(task, y, model, n=n, steps=s["steps"], sampler=s["name"], predictor=s["predictor"],
+                        corrector=s["corrector"], snr=s["snr"], n_corrector_steps=s["n_corrector_steps"],
+                        n_particles=s["n_particles"], shape=shape, generator=generator)
+            sampling_seconds += time.perf_counter() - t0
+
+            y_img = image_observation(image_part.operator, y_part, centered) if y_part is not None else None
+            y_img_rep = y_img.repeat_interleave(n, 0) if y_img is not None else None
+            samples = from_model_space(sol.samples.reshape(b * n, *shape), model.card)
+            samples = _valid_images(samples, task, y_img_rep).reshape(b, n, *shape).cpu()
+            predicted = None
+            if class_part is not None:
+                with torch.no_grad():
+                    x0 = to_model_space(_quantize(samples.reshape(b * n, *shape)).to(device), model.card)
+                    predicted = class_part.classifier(x0, 0.0).argmax(1).reshape(b, n).tolist()
+            shown = None
+            if y_img is not None:
+                try:
+                    shown = image_part.operator.to_image(y_img).clamp(0, 1).cpu()
+                except NotImplementedError:
+                    shown = None
+            base = baseline(image_part, y_img, centered) if y_img is not None else None
+
+            for k, it in enumerate(items):
+                tmp = out / f".{it.name}.tmp-{uuid.uuid4().hex[:12]}"
+                pending.append(tmp)
+                (tmp / "samples").mkdir(parents=True)
+                smp = _quantize(samples[k])
+                mean = _quantize(samples[k].mean(0))
+                std = samples[k].std(0) if n > 1 else torch.zeros(shape)
+                record: dict[str, Any] = {"name": it.name, "source": it.source}
+                row = []
+                if it.image is not None:
+                    t_img = _quantize(it.image)
+                    _save_png(tmp / "truth.png", t_img)
+                    row.append(t_img)
+                if shown is not None:
+                    _save_png(tmp / "observation.png", shown[k])
+                    row.append(_quantize(shown[k]))
+                for j in range(n):
+                    _save_png(tmp / "samples" / f"{j:03d}.png", smp[j])
+                _save_png(tmp / "mean.png", mean)
+                _save_png(tmp / "std.png", (STD_DISPLAY_GAIN * std).clamp(0, 1))
+                row += [*smp, mean, _quantize((STD_DISPLAY_GAIN * std).clamp(0, 1))]
+                if base is not None:
+                    _save_png(tmp / "baseline.png", _quantize(base[k]))
+                if it.image is not None:
+                    record["mean"] = {"n": 1, **_metric_pair(mean, t_img)}
+                    per = [_metric_pair(smp[j], t_img) for j in range(n)]
+                    record["samples"] = {"n": n, **{m: float(np.mean([p[m] for p in per])) for m in ("psnr", "ssim")}}
+                    if base is not None:
+                        record["baseline"] = {"n": 1, **_metric_pair(_quantize(base[k]), t_img)}
+                if predicted is not None:
+                    record["label"] = int(it.label)
+                    record["predicted"] = predicted[k]
+                channels = max(r.shape[0] for r in row)
+                panel = torch.stack([r.expand(channels, -1, -1) for r in row])
+                _save_array(tmp / "panel.png", image_grid(panel, nrow=len(row)))
+                _commit(tmp, out / it.name)
+                pending.remove(tmp)
+                records.append(record)
+            del sol, samples, y, x, truth  # nothing of a batch outlives it
+            bar.update(1)
+    finally:
+        bar.close()
+        for tmp in pending:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+    for p in out.iterdir():  # input folders of an earlier run into the same OUTPUT
+        if p.is_dir() and not p.name.startswith(".") and p.name not in names and (p / "mean.png").is_file():
+            shutil.rmtree(p, ignore_errors=True)
+    seconds = time.perf_counter() - start
+    rate = len(inputs) * n / max(sampling_seconds, 1e-9)
+    metrics = {"inputs": records, "summary": _summary(records), "n_inputs": len(inputs), "n_samples": n,
+               "seconds": seconds, "sampling_seconds": sampling_seconds, "images_per_second": rate}
+    with atomic_open(out / "metrics.json", "w") as f:
+        json.dump(_jsonable(metrics), f, indent=2)
+        f.write("\n")
+    log(f"{len(inputs)} inputs × {n} samples in {seconds:.1f} s ({sampling_seconds:.1f} s sampling): "
+        f"{rate:.2f} images/s")
+    return RunResult(out, metrics, seconds, rate)
+
+
+def format_summary(metrics: Mapping[str, Any]) -> str:
+    """The summary of metrics.json as a short text table (PSNR/SSIM per method; class accuracy)."""
+    from .evaluate import format_table
+
+    summary = dict(metrics["summary"])
+    accuracy = summary.pop("class_accuracy", None)
+    lines = [format_table({m: {**e, "lpips": None} for m, e in summary.items()})] if summary else []
+    if accuracy is not None:
+        lines.append(f"classifier agrees with the label on {accuracy['accuracy']:.0%} of {accuracy['samples']} "
+                     f"samples")
+    return "\n".join(lines)
+
+
+__all__ = ["DATASETS", "SAMPLER_DEFAULTS", "RunResult", "apply_set", "baseline", "image_observation",
+           "load_run_config", "measure", "open_inputs", "parse_set", "read_yaml", "resolve_config", "run"]
