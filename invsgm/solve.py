@@ -112,6 +112,8 @@ def solve(task: Task, observation: Any, model: Any, sde: SDE | None = None, *, n
         if not task.has_likelihood:
             raise ValueError(f"sampler 'smc' needs a task with a likelihood, got {task!r}")
         n_particles = _checks.positive_int("n_particles", n_particles)
+        probe = _to(task.select(y, slice(0, 1)), device)
+        _final_log_likelihood(task, probe, torch.zeros((1, *x_shape), device=device, dtype=dtype))
 
     chunks, ess = [], []
     for start in range(0, total, batch_size):
