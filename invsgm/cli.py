@@ -107,7 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="override a value (YAML syntax), e.g. --set sampler.steps=50 or "
                           "--set task.mask.box=[0,0,16,16]; list entries by index (task.0.scale=2); repeatable")
     run.add_argument("--input", metavar="PATH", default=None,
-                     help="an image file or a folder of images instead of the YAML's inputs (sizes must be the model's)")
+                     help="an image file or a folder of images instead of the YAML's inputs (of the model's size)")
     run.add_argument("--out", metavar="DIR", default=None, help="output folder (overrides the YAML's 'output')")
     run.add_argument("--seed", type=int, default=None, help="random seed (overrides the YAML's 'seed')")
     run.set_defaults(func=_run)

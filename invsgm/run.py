@@ -5,7 +5,7 @@ The YAML file (every key checked; an unknown key, a wrong type or an unknown nam
 
     model: {pretrained: photos_score}       # a shipped name or a model folder, or an official checkpoint:
                                             # {score_sde_checkpoint: PATH, preset: NAME, overrides: {nf: 16}, ema: true}
-    sde: vp                                 # optional: ve | vp | subvp or {kind: vp, beta_min: ...}; must be the model's
+    sde: vp                                 # optional: ve | vp | subvp or {kind: vp, beta_min: ...}: the model's
     task: {name: inpaint, mask: {box: [8, 8, 16, 16]}}   # a task spec (invsgm.tasks.registry) or a list of them
     sampler:
       name: pc                              # pc (predictor-corrector + the task's projection) | smc (twisted SMC)
@@ -616,7 +616,7 @@ def baseline(part: Task, y_img: torch.Tensor, centered: bool) -> torch.Tensor | 
 
 @dataclass
 class RunResult:
-    """What a run wrote: the output folder, metrics.json's content, seconds and images (samples) per second."""
+    """What a run wrote: the output folder, metrics.json's content, seconds and samples per second (end to end)."""
 
     output: Path
     metrics: dict[str, Any]
@@ -679,13 +679,108 @@ def _summary(records: list[dict[str, Any]]) -> dict[str, Any]:
     return summary
 
 
+@dataclass
+class _Solved:
+    """One solved batch in image space, on the CPU."""
+
+    truth: list[torch.Tensor | None]        # the input images in [0, 1] (None for bare labels)
+    samples: torch.Tensor                   # (b, n, C, H, W) in [0, 1]
+    observation: torch.Tensor | None        # (b, C', H, W): the operator's picture of the observation
+    baseline: torch.Tensor | None           # (b, C, H, W): the classical method's result
+    predicted: list[list[int]] | None       # the classifier's class of each sample at t = 0
+
+
+class _BatchSolver:
+    """Observe, solve and map back one batch of inputs; every draw comes from one generator, in order."""
+
+    def __init__(self, model, task: Task, sampler: Mapping[str, Any], shape: tuple[int, int, int], centered: bool,
+                 generator: torch.Generator):
+        self.model, self.task, self.sampler, self.shape, self.centered = model, task, sampler, shape, centered
+        self.generator = generator
+        self.device = generator.device
+        self.class_part, self.image_part = _class_part(task), _image_part(task)
+        self.seconds = 0.0  # time spent in the sampler
+
+    def __call__(self, items: list[Item]) -> _Solved:
+        from .pretrained import from_model_space, to_model_space
+        from .solve import solve
+
+        b, n, s, card = len(items), self.sampler["n_samples"], self.sampler, self.model.card
+        truth = [it.image for it in items]
+        x = to_model_space(torch.stack(truth).to(self.device), card) if truth[0] is not None else None
+        labels = (torch.tensor([it.label for it in items], dtype=torch.long, device=self.device)
+                  if self.class_part is not None else None)
+        y = measure(self.task, x, labels, self.generator)
+        t0 = time.perf_counter()
+        sol = solve(self.task, y, self.model, n=n, steps=s["steps"], sampler=s["name"], predictor=s["predictor"],
+                    corrector=s["corrector"], snr=s["snr"], n_corrector_steps=s["n_corrector_steps"],
+                    n_particles=s["n_particles"], shape=self.shape, generator=self.generator)
+        self.seconds += time.perf_counter() - t0
+
+        y_img = shown = base = predicted = None
+        if self.image_part is not None:
+            y_img = image_observation(self.image_part.operator, observation_of(self.task, self.image_part, y),
+                                      self.centered)
+            try:
+                shown = self.image_part.operator.to_image(y_img).clamp(0, 1).cpu()
+            except NotImplementedError:  # measurements that are not images
+                shown = None
+            base = baseline(self.image_part, y_img, self.centered)
+        samples = from_model_space(sol.samples.reshape(b * n, *self.shape), card)
+        samples = _valid_images(samples, self.task, None if y_img is None else y_img.repeat_interleave(n, 0))
+        if self.class_part is not None:
+            with torch.no_grad():
+                x0 = to_model_space(_quantize(samples).to(self.device), card)
+                predicted = self.class_part.classifier(x0, 0.0).argmax(1).reshape(b, n).tolist()
+        return _Solved(truth, samples.reshape(b, n, *self.shape).cpu(), shown, base, predicted)
+
+
+def _write_input(folder: Path, item: Item, solved: _Solved, k: int) -> dict[str, Any]:
+    """Write input k of a solved batch into ``folder`` (a new temporary folder); return its metrics record."""
+    from .data import image_grid
+
+    (folder / "samples").mkdir(parents=True)
+    samples = solved.samples[k]
+    n = samples.shape[0]
+    smp = _quantize(samples)
+    mean = _quantize(samples.mean(0))
+    std = _quantize((STD_DISPLAY_GAIN * samples.std(0)) if n > 1 else torch.zeros_like(mean))
+    record: dict[str, Any] = {"name": item.name, "source": item.source}
+    row = []  # the panel
+    truth = _quantize(item.image) if item.image is not None else None
+    if truth is not None:
+        _save_png(folder / "truth.png", truth)
+        row.append(truth)
+    if solved.observation is not None:
+        _save_png(folder / "observation.png", solved.observation[k])
+        row.append(_quantize(solved.observation[k]))
+    for j in range(n):
+        _save_png(folder / "samples" / f"{j:03d}.png", smp[j])
+    _save_png(folder / "mean.png", mean)
+    _save_png(folder / "std.png", std)
+    row += [*smp, mean, std]
+    base = _quantize(solved.baseline[k]) if solved.baseline is not None else None
+    if base is not None:
+        _save_png(folder / "baseline.png", base)
+    if truth is not None:
+        record["mean"] = {"n": 1, **_metric_pair(mean, truth)}
+        per = [_metric_pair(smp[j], truth) for j in range(n)]
+        record["samples"] = {"n": n, **{m: float(np.mean([p[m] for p in per])) for m in ("psnr", "ssim")}}
+        if base is not None:
+            record["baseline"] = {"n": 1, **_metric_pair(base, truth)}
+    if solved.predicted is not None:
+        record["label"] = int(item.label)
+        record["predicted"] = solved.predicted[k]
+    channels = max(r.shape[0] for r in row)
+    _save_array(folder / "panel.png", image_grid(torch.stack([r.expand(channels, -1, -1) for r in row]),
+                                                 nrow=len(row)))
+    return record
+
+
 def run(config: Mapping[str, Any], *, progress: bool = True, log=None) -> RunResult:
     """Run a resolved config (``load_run_config``): solve every input, write the results folder, return the metrics."""
     from tqdm.auto import tqdm
 
-    from .data import image_grid
-    from .pretrained import from_model_space, to_model_space
-    from .solve import solve
     from .tasks.registry import TaskContext, build_task
 
     log = log if log is not None else (lambda msg: print(msg, file=sys.stderr))
@@ -698,7 +793,7 @@ def run(config: Mapping[str, Any], *, progress: bool = True, log=None) -> RunRes
     centered = bool(data["centered"])
     ctx = TaskContext(shape=shape, centered=centered, sde=model.sde, device=device)
     task = build_task(config["task"], ctx)
-    class_part, image_part = _class_part(task), _image_part(task)
+    class_part = _class_part(task)
     image_task = any(t is not class_part for t in leaves(task))
     inputs = open_inputs(config["inputs"], shape, needs_labels=class_part is not None)
     if image_task and not inputs.has_images:
@@ -708,109 +803,52 @@ def run(config: Mapping[str, Any], *, progress: bool = True, log=None) -> RunRes
         raise ValueError("there are no inputs")
     s = config["sampler"]
     n = s["n_samples"]
+    if s["name"] == "smc" and (task.has_project or not task.has_likelihood):
+        raise ValueError(f"sampler.name = 'smc': twisted SMC needs a task with a likelihood and no replacement step "
+                         f"(e.g. sigma_y > 0 with guidance), got {task!r}; use sampler.name = 'pc'")
 
     out = Path(config["output"])
     _prepare_output(out)
     with atomic_open(out / "run.yaml", "w") as f:
         yaml.safe_dump(config, f, sort_keys=False, allow_unicode=True)
 
-    generator = torch.Generator(device).manual_seed(config["seed"])
+    solver = _BatchSolver(model, task, s, shape, centered, torch.Generator(device).manual_seed(config["seed"]))
     records: list[dict[str, Any]] = []
-    names = set(inputs.names)
     pending: list[Path] = []
-    sampling_seconds = 0.0
     start = time.perf_counter()
-    batches = math.ceil(len(inputs) / s["batch_size"])
-    bar = tqdm(total=batches, unit="batch", desc=f"invsgm run {out}", disable=not progress, file=sys.stderr)
+    bar = tqdm(total=math.ceil(len(inputs) / s["batch_size"]), unit="batch", desc=f"invsgm run {out}",
+               disable=not progress, file=sys.stderr)
     try:
         for items in inputs.batches(s["batch_size"]):
-            b = len(items)
-            truth = torch.stack([it.image for it in items]).to(device) if inputs.has_images else None
-            labels = (torch.tensor([it.label for it in items], dtype=torch.long, device=device)
-                      if class_part is not None else None)
-            x = to_model_space(truth, model.card) if truth is not None else None
-            y = measure(task, x, labels, generator)
-            y_part = observation_of(task, image_part, y) if image_part is not None else None
-            t0 = time.perf_counter()
-            sol = solve(task, y, model, n=n, steps=s["steps"], sampler=s["name"], predictor=s["predictor"],
-                        corrector=s["corrector"], snr=s["snr"], n_corrector_steps=s["n_corrector_steps"],
-                        n_particles=s["n_particles"], shape=shape, generator=generator)
-            sampling_seconds += time.perf_counter() - t0
-
-            y_img = image_observation(image_part.operator, y_part, centered) if y_part is not None else None
-            y_img_rep = y_img.repeat_interleave(n, 0) if y_img is not None else None
-            samples = from_model_space(sol.samples.reshape(b * n, *shape), model.card)
-            samples = _valid_images(samples, task, y_img_rep).reshape(b, n, *shape).cpu()
-            predicted = None
-            if class_part is not None:
-                with torch.no_grad():
-                    x0 = to_model_space(_quantize(samples.reshape(b * n, *shape)).to(device), model.card)
-                    predicted = class_part.classifier(x0, 0.0).argmax(1).reshape(b, n).tolist()
-            shown = None
-            if y_img is not None:
-                try:
-                    shown = image_part.operator.to_image(y_img).clamp(0, 1).cpu()
-                except NotImplementedError:
-                    shown = None
-            base = baseline(image_part, y_img, centered) if y_img is not None else None
-
-            for k, it in enumerate(items):
-                tmp = out / f".{it.name}.tmp-{uuid.uuid4().hex[:12]}"
+            solved = solver(items)
+            for k, item in enumerate(items):
+                tmp = out / f".{item.name}.tmp-{uuid.uuid4().hex[:12]}"
                 pending.append(tmp)
-                (tmp / "samples").mkdir(parents=True)
-                smp = _quantize(samples[k])
-                mean = _quantize(samples[k].mean(0))
-                std = samples[k].std(0) if n > 1 else torch.zeros(shape)
-                record: dict[str, Any] = {"name": it.name, "source": it.source}
-                row = []
-                if it.image is not None:
-                    t_img = _quantize(it.image)
-                    _save_png(tmp / "truth.png", t_img)
-                    row.append(t_img)
-                if shown is not None:
-                    _save_png(tmp / "observation.png", shown[k])
-                    row.append(_quantize(shown[k]))
-                for j in range(n):
-                    _save_png(tmp / "samples" / f"{j:03d}.png", smp[j])
-                _save_png(tmp / "mean.png", mean)
-                _save_png(tmp / "std.png", (STD_DISPLAY_GAIN * std).clamp(0, 1))
-                row += [*smp, mean, _quantize((STD_DISPLAY_GAIN * std).clamp(0, 1))]
-                if base is not None:
-                    _save_png(tmp / "baseline.png", _quantize(base[k]))
-                if it.image is not None:
-                    record["mean"] = {"n": 1, **_metric_pair(mean, t_img)}
-                    per = [_metric_pair(smp[j], t_img) for j in range(n)]
-                    record["samples"] = {"n": n, **{m: float(np.mean([p[m] for p in per])) for m in ("psnr", "ssim")}}
-                    if base is not None:
-                        record["baseline"] = {"n": 1, **_metric_pair(_quantize(base[k]), t_img)}
-                if predicted is not None:
-                    record["label"] = int(it.label)
-                    record["predicted"] = predicted[k]
-                channels = max(r.shape[0] for r in row)
-                panel = torch.stack([r.expand(channels, -1, -1) for r in row])
-                _save_array(tmp / "panel.png", image_grid(panel, nrow=len(row)))
-                _commit(tmp, out / it.name)
+                records.append(_write_input(tmp, item, solved, k))
+                _commit(tmp, out / item.name)
                 pending.remove(tmp)
-                records.append(record)
-            del sol, samples, y, x, truth  # nothing of a batch outlives it
+            del solved  # nothing of a batch outlives it
             bar.update(1)
     finally:
         bar.close()
         for tmp in pending:
             shutil.rmtree(tmp, ignore_errors=True)
 
+    names = set(inputs.names)
     for p in out.iterdir():  # input folders of an earlier run into the same OUTPUT
         if p.is_dir() and not p.name.startswith(".") and p.name not in names and (p / "mean.png").is_file():
             shutil.rmtree(p, ignore_errors=True)
     seconds = time.perf_counter() - start
-    rate = len(inputs) * n / max(sampling_seconds, 1e-9)
+    images = len(inputs) * n
+    rate = images / max(seconds, 1e-9)
     metrics = {"inputs": records, "summary": _summary(records), "n_inputs": len(inputs), "n_samples": n,
-               "seconds": seconds, "sampling_seconds": sampling_seconds, "images_per_second": rate}
+               "seconds": seconds, "sampling_seconds": solver.seconds, "images_per_second": rate,
+               "sampling_images_per_second": images / max(solver.seconds, 1e-9)}
     with atomic_open(out / "metrics.json", "w") as f:
         json.dump(_jsonable(metrics), f, indent=2)
         f.write("\n")
-    log(f"{len(inputs)} inputs × {n} samples in {seconds:.1f} s ({sampling_seconds:.1f} s sampling): "
-        f"{rate:.2f} images/s")
+    log(f"{len(inputs)} inputs × {n} samples = {images} images in {seconds:.1f} s: {rate:.2f} images/s "
+        f"({solver.seconds:.1f} s in the sampler, {metrics['sampling_images_per_second']:.2f} images/s)")
     return RunResult(out, metrics, seconds, rate)
 
 

@@ -333,8 +333,8 @@ def test_registry_builds_the_documented_tasks():
 
 def test_class_conditional_checks_the_sde_and_composes():
     digits = TaskContext(shape=(1, 16, 16), centered=True, sde=VPSDE())
-    task = build_task([{"name": "class_conditional", "scale": 2.0}, {"name": "inpaint", "mask": {"box": [0, 0, 8, 16]}}],
-                      digits)
+    spec = [{"name": "class_conditional", "scale": 2.0}, {"name": "inpaint", "mask": {"box": [0, 0, 8, 16]}}]
+    task = build_task(spec, digits)
     assert isinstance(task, Composite) and task.tasks[0].scale == 2.0 and task.x_shape == (1, 16, 16)
     other = TaskContext(shape=(1, 16, 16), centered=True, sde=VPSDE(beta_max=10.0))
     with pytest.raises(ValueError, match=r"trained on VPSDE\(beta_min=0.1, beta_max=20.0.*score model's SDE is "
@@ -344,8 +344,10 @@ def test_class_conditional_checks_the_sde_and_composes():
 
 def test_class_guided_inpainting_of_digits(tmp_path):
     config = {"model": {"pretrained": "digits_score"}, "sde": "vp",
-              "task": [{"name": "class_conditional", "scale": 1.0}, {"name": "inpaint", "mask": {"box": [0, 0, 8, 16]}}],
-              "sampler": {"steps": 3, "n_samples": 2, "batch_size": 3}, "inputs": {"dataset": "digits_test", "count": 3},
+              "task": [{"name": "class_conditional", "scale": 1.0},
+                       {"name": "inpaint", "mask": {"box": [0, 0, 8, 16]}}],
+              "sampler": {"steps": 3, "n_samples": 2, "batch_size": 3},
+              "inputs": {"dataset": "digits_test", "count": 3},
               "output": str(tmp_path / "out")}
     (tmp_path / "c.yaml").write_text(yaml.safe_dump(config))
     assert main(["run", str(tmp_path / "c.yaml")]) == 0
