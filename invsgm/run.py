@@ -716,6 +716,12 @@ class _BatchSolver:
                     corrector=s["corrector"], snr=s["snr"], n_corrector_steps=s["n_corrector_steps"],
                     n_particles=s["n_particles"], shape=self.shape, generator=self.generator)
         self.seconds += time.perf_counter() - t0
+        bad = ~torch.isfinite(sol.samples.reshape(b, -1)).all(1)
+        if bad.any():
+            first = items[int(bad.nonzero()[0])]
+            raise ValueError(f"the sampler diverged: samples of input {first.name!r} ({first.source}) are NaN or "
+                             f"infinite; lower the guidance scale (task.scale), raise sigma_y or sampler.steps, or "
+                             f"use another guidance")
 
         y_img = shown = base = predicted = None
         if self.image_part is not None:

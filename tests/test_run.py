@@ -149,6 +149,10 @@ def _inpaint(tmp_path, *sets, out="out", extra=()):
     (["sde=ve"], "sde = 've' but the model 'photos_score' has a 'vp' SDE"),
     (["inputs.dataset=digits_test"], "'digits_test' holds square grey images but the model's samples have shape"),
     (["model.pretrained=no_such_model"], "no pretrained model 'no_such_model'"),
+    (["inputs.labels=[1]"], "inputs.labels = [1]: the task has no class_conditional part"),
+    (["inputs={count: 2}"], "inputs = {'count': 2}: expected {dataset: one of ['photos_test', 'digits_test']"),
+    (["sampler.name=smc"], "sampler.name = 'smc': twisted SMC needs a task with a likelihood"),
+    (["device=tpu"], "device = 'tpu': expected auto, cpu, cuda or cuda:N"),
     (["sampler.steps"], "--set 'sampler.steps': expected KEY.SUB=VALUE"),
     (["sampler.steps=[1,"], "--set 'sampler.steps=[1,': the value '[1,' is not valid YAML"),
     (["task.mask.box.9=1"], "is a list of 4; '9' is not an index into it"),
@@ -375,7 +379,7 @@ def test_task_plugin_through_an_entry_point(tmp_path, monkeypatch, capsys):
     (site / "invsgm_test_plugin-0.1.dist-info" / "METADATA").write_text(
         "Metadata-Version: 2.1\nName: invsgm-test-plugin\nVersion: 0.1\n")
     (site / "invsgm_test_plugin-0.1.dist-info" / "entry_points.txt").write_text(
-        "[invsgm.tasks]\ntop_half = invsgm_test_plugin:top_half\n")
+        "[invsgm.tasks]\ntop_half = invsgm_test_plugin:top_half\nbroken = invsgm_no_such_module:factory\n")
     (site / "invsgm_test_plugin.py").write_text(PLUGIN)
     monkeypatch.syspath_prepend(str(site))
     assert "top_half" in available_tasks()
@@ -388,6 +392,8 @@ def test_task_plugin_through_an_entry_point(tmp_path, monkeypatch, capsys):
     assert np.abs(_png(d / "samples" / "000.png") - _png(d / "truth.png"))[12:].max() <= Q
     code, err = _run([str(tmp_path / "plugin.yaml"), "--set", "task.rows=many"], capsys)
     assert code == 2 and "task.rows = 'many': expected an integer (task 'top_half')" in err
+    code, err = _run([str(tmp_path / "plugin.yaml"), "--set", "task={name: broken}"], capsys)
+    assert code == 2 and "a module is missing: task plugin 'broken' (invsgm_no_such_module:factory)" in err, err
     shutil.rmtree(site)
     code, err = _run([str(tmp_path / "plugin.yaml")], capsys)
     assert code == 2 and "unknown task 'top_half'" in err
