@@ -53,6 +53,7 @@ class GaussianMixture:
         if (eig <= 0).any():
             raise ValueError("covariances must be positive definite (all variances/eigenvalues > 0)")
         self.means, self.weights, self.eigvals = means, weights, eig
+        self.isotropic = self.rotation is None and bool((eig == eig[:, :1]).all())
 
     @property
     def dim(self) -> int:
@@ -93,15 +94,28 @@ class GaussianMixture:
         alpha, std = sde.marginal_coeffs(_checks.time_vector(t, x))
         return alpha.to(torch.float64), std.to(torch.float64)
 
+    def _isotropic_terms(self, x: torch.Tensor, alpha: torch.Tensor, std: torch.Tensor):
+        """``_terms`` for Σ_k = λ_k I without (B, K, D) tensors: log w_k N(x; α μ_k, v_k I) and the (B, D) score."""
+        var = alpha[:, None] ** 2 * self.eigvals[None, :, 0] + std[:, None] ** 2  # (B, K)
+        cross = x @ self.means.T  # (B, K)
+        sq = x.pow(2).sum(1, keepdim=True) - 2 * alpha[:, None] * cross + alpha[:, None] ** 2 * self.means.pow(2).sum(1)
+        logp = -0.5 * (sq / var + self.dim * (var.log() + math.log(2 * math.pi))) + self.weights.log()[None]
+        r_over_var = torch.softmax(logp, dim=1) / var
+        score = -x * r_over_var.sum(1, keepdim=True) + alpha[:, None] * (r_over_var @ self.means)
+        return logp, score
+
     def log_prob(self, x: torch.Tensor, t: torch.Tensor | float | None = None, sde: SDE | None = None) -> torch.Tensor:
         """log p_t(x) per sample (B,); with no ``sde``, log p(x) of the mixture itself."""
         xf = self._flat(x)
-        logp, _ = self._terms(xf, *self._coeffs(xf, t, sde))
+        terms = self._isotropic_terms if self.isotropic else self._terms
+        logp, _ = terms(xf, *self._coeffs(xf, t, sde))
         return torch.logsumexp(logp, dim=1).to(x.dtype)
 
     def score(self, x: torch.Tensor, t: torch.Tensor | float | None = None, sde: SDE | None = None) -> torch.Tensor:
         """∇ₓ log p_t(x) = Σ_k r_k(x) (−C_k⁻¹(x − α μ_k)), r the component responsibilities."""
         xf = self._flat(x)
+        if self.isotropic:
+            return self._isotropic_terms(xf, *self._coeffs(xf, t, sde))[1].to(x.dtype).reshape(x.shape)
         logp, g = self._terms(xf, *self._coeffs(xf, t, sde))
         r = torch.softmax(logp, dim=1)
         return torch.einsum("bk,bkd->bd", r, g).to(x.dtype).reshape(x.shape)
