@@ -38,8 +38,8 @@ For each input the image is mapped to the model space, its observation simulated
 and mapped back to images in [0, 1]. Written per input, into ``OUTPUT/<input-name>/``:
 ``truth.png`` (when known), ``observation.png`` (the operator's picture of the image-space
 observation (y + A·1)/2 for centred models, clamped), ``mean.png`` (the mean of the samples),
-``std.png`` (the pixel-wise standard deviation of the samples ×2, so that white is 0.5, the largest
-possible for values in [0, 1]), ``baseline.png`` (the classical method for the operator, on the
+``std.png`` (grey: the pixel-wise standard deviation of the samples, root-mean-square over channels,
+×2, so that white is 0.5, the largest possible for values in [0, 1]), ``baseline.png`` (the classical method for the operator, on the
 image-space observation: mask → biharmonic inpainting, grey → grey image, average pooling → bicubic,
 blur → Wiener, identity → TV denoising), ``samples/000.png ...`` and ``panel.png`` (truth |
 observation | samples | mean | std). Samples leave the sampler unclipped: they are clamped to
@@ -750,7 +750,8 @@ def _write_input(folder: Path, item: Item, solved: _Solved, k: int) -> dict[str,
     n = samples.shape[0]
     smp = _quantize(samples)
     mean = _quantize(samples.mean(0))
-    std = _quantize((STD_DISPLAY_GAIN * samples.std(0)) if n > 1 else torch.zeros_like(mean))
+    spread = samples.var(0).mean(0, keepdim=True).sqrt() if n > 1 else torch.zeros_like(mean[:1])
+    std = _quantize(STD_DISPLAY_GAIN * spread)  # one channel: the RMS over channels of the pixel-wise std
     record: dict[str, Any] = {"name": item.name, "source": item.source}
     row = []  # the panel
     truth = _quantize(item.image) if item.image is not None else None

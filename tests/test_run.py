@@ -85,6 +85,10 @@ def test_every_task_yaml_runs_and_writes_the_layout(results, stem, capsys):
         names = {p.name for p in d.iterdir()}
         assert {"mean.png", "std.png", "panel.png", "samples"} <= names, names
         assert sorted(p.name for p in (d / "samples").iterdir()) == ["000.png", "001.png"]
+        samples = np.stack([_png(p) for p in sorted((d / "samples").iterdir())])
+        spread = samples.std(0, ddof=1)
+        spread = np.sqrt((spread ** 2).mean(2)) if spread.ndim == 3 else spread  # RMS over channels
+        assert np.abs(_png(d / "std.png") - np.clip(2 * spread, 0, 1)).max() <= 2 * Q  # grey, 2·std
         if not labelled:
             assert {"truth.png", "observation.png", "baseline.png"} <= names, names
     rec = metrics["inputs"][0]
