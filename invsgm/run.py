@@ -35,19 +35,25 @@ are given too: then one label per image) or from a labelled data set.
 
 For each input the image is mapped to the model space, its observation simulated with the task's
 ``measure(x, generator)`` (class guidance: the label), posterior samples drawn with ``invsgm.solve``
-and mapped back to images in [0, 1]. Written per input, into ``OUTPUT/<input-name>/``:
-``truth.png`` (when known), ``observation.png`` (the operator's picture of the image-space
-observation (y + A·1)/2 for centred models, clamped), ``mean.png`` (the mean of the samples),
-``std.png`` (grey: the pixel-wise standard deviation of the samples, root-mean-square over channels,
-×2, so that white is 0.5, the largest possible for values in [0, 1]), ``baseline.png`` (the classical method for the operator, on the
-image-space observation: mask → biharmonic inpainting, grey → grey image, average pooling → bicubic,
-blur → Wiener, identity → TV denoising), ``samples/000.png ...`` and ``panel.png`` (truth |
-observation | samples | mean | std). Samples leave the sampler unclipped: they are clamped to
-[0, 1], and for colorization projected (per pixel, Euclidean) onto the RGB values in [0, 1] with the
-observed grey, so the observed coordinates stay exact. Then ``OUTPUT/metrics.json`` (per input:
-PSNR and SSIM of the mean, the baseline and the average over samples, computed on the 8-bit images
-written, as ``invsgm eval`` reads them; class tasks: the label and the classifier's class at t = 0
-of each sample; a summary) and ``OUTPUT/run.yaml`` (the resolved config, written first).
+and mapped back to images in [0, 1]. Written per input, into ``OUTPUT/<input-name>/`` (the layout
+``invsgm eval`` reads):
+
+- ``truth.png`` (when known);
+- ``observation.png``: the operator's picture of the image-space observation ((y + A·1)/2 for
+  centred models), clamped to [0, 1];
+- ``samples/000.png ...`` and ``mean.png`` (their mean). Samples leave the sampler unclipped: they
+  are clamped to [0, 1], and for noiseless colorization projected (per pixel, Euclidean) onto the RGB
+  values in [0, 1] with the observed grey, so the observed coordinates stay exact;
+- ``std.png``: grey, the pixel-wise standard deviation of the samples (root-mean-square over
+  channels) times 2, so that white is 0.5, the largest possible for values in [0, 1];
+- ``baseline.png``: the classical method for the operator, on the image-space observation (mask →
+  biharmonic inpainting, grey → grey image, average pooling → bicubic, blur → Wiener, identity → TV);
+- ``panel.png``: truth | observation | samples | mean | std.
+
+Then ``OUTPUT/metrics.json``: per input the PSNR and SSIM of the mean, of the baseline and the
+average over samples, computed on the 8-bit images written (as ``invsgm eval`` reads them); for class
+tasks the label and the classifier's class at t = 0 of each sample; a summary, the seconds and
+images/s. ``OUTPUT/run.yaml`` (the resolved config) is written first.
 
 Nothing is half-written: an input's folder is written under a hidden temporary name and renamed into
 place when complete; metrics.json and run.yaml are written atomically; an error or Ctrl-C removes the
@@ -808,6 +814,10 @@ def run(config: Mapping[str, Any], *, progress: bool = True, log=None) -> RunRes
                          f"inputs.path")
     if len(inputs) == 0:
         raise ValueError("there are no inputs")
+    k = getattr(class_part, "num_classes", None)
+    if k is not None and inputs.labels is not None and not all(0 <= y < k for y in inputs.labels):
+        bad = next(y for y in inputs.labels if not 0 <= y < k)
+        raise ValueError(f"inputs.labels: label {bad} is not a class of the classifier (0 to {k - 1})")
     s = config["sampler"]
     n = s["n_samples"]
     if s["name"] == "smc" and (task.has_project or not task.has_likelihood):
