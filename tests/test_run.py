@@ -401,3 +401,21 @@ def test_task_plugin_through_an_entry_point(tmp_path, monkeypatch, capsys):
     shutil.rmtree(site)
     code, err = _run([str(tmp_path / "plugin.yaml")], capsys)
     assert code == 2 and "unknown task 'top_half'" in err
+
+
+def test_set_paths_reach_nested_keys_and_list_entries():
+    from invsgm.run import apply_set, parse_set
+
+    config = {"task": [{"name": "class_conditional"}, {"name": "inpaint", "mask": {"box": [0, 0, 4, 4]}}]}
+    for item in ("task.0.scale=3", "task.1.mask.box=[1, 2, 3, 4]", "sampler.steps=1e3", "output=out/x"):
+        apply_set(config, *parse_set(item), item)
+    assert config["task"][0]["scale"] == 3 and config["task"][1]["mask"]["box"] == [1, 2, 3, 4]
+    assert config["sampler"] == {"steps": 1000.0} and config["output"] == "out/x"
+    with pytest.raises(ValueError, match=r"--set task.name=x: task is a list of 2; 'name' is not an index"):
+        apply_set(config, *parse_set("task.name=x"), "task.name=x")
+
+
+def test_labels_outside_the_classifier_classes(tmp_path, capsys):
+    code, err = _run([str(REPO / "tasks" / "class_conditional.yaml"), "--out", str(tmp_path / "o"),
+                      "--set", "inputs.labels=[3, 12]"], capsys)
+    assert code == 2 and "inputs.labels: label 12 is not a class of the classifier (0 to 9)" in err, err
