@@ -74,16 +74,19 @@ def test_condition_bad_shapes():
 
 # --- guided scores --------------------------------------------------------------------------------
 
+@pytest.mark.parametrize("jacobian", ["network", "gaussian"])
 @pytest.mark.parametrize("sde_name", sorted(SDES))
-def test_pigdm_score_is_exact_for_a_gaussian_prior(sde_name):
-    """For x₀ ~ N(0, v I), p(x₀ | x_t) = N(x̂₀, r_t² I) exactly, so ΠGDM's guided score is ∇log p_t(x | y)."""
+def test_pigdm_score_is_exact_for_a_gaussian_prior(sde_name, jacobian):
+    """For x₀ ~ N(0, v I), p(x₀ | x_t) = N(x̂₀, r_t² I) exactly, so ΠGDM's guided score is ∇log p_t(x | y).
+
+    There ∂x̂₀/∂x_t = α v/(α² v + σ²) I, so the 'gaussian' Jacobian is exact too."""
     sde = SDES[sde_name]()
     v, d = 0.7, 6
     prior = GaussianMixture(torch.zeros(1, d, dtype=torch.float64), None, v)
     g = torch.Generator().manual_seed(0)
     A = torch.randn(3, d, generator=g, dtype=torch.float64)
     y, sigma_y = torch.randn(1, 3, generator=g, dtype=torch.float64), 0.3
-    task = LinearGaussian(A, sigma_y, guidance="pigdm", data_variance=v)
+    task = LinearGaussian(A, sigma_y, guidance="pigdm", data_variance=v, jacobian=jacobian)
     guided = GuidedScore(prior.score_model(sde), sde, task, y.expand(8, 3))
     post = prior.condition(A, y[0], sigma_y)
     for t in (0.05, 0.3, 0.8):
@@ -92,6 +95,23 @@ def test_pigdm_score_is_exact_for_a_gaussian_prior(sde_name):
         exact = post.score(x, tt, sde)
         err = (guided(x, tt) - exact).abs().max() / exact.abs().max()
         assert err < 1e-10, (sde_name, t, err.item())
+
+
+def test_gaussian_jacobian_needs_no_score_graph_and_alpha_weight_scales():
+    sde = VPSDE()
+    prior = _mixture(4, k=3)
+    A = torch.randn(2, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    y, x = torch.randn(3, 2, dtype=torch.float64), torch.randn(3, 4, dtype=torch.float64)
+    t = torch.full((3,), 0.4, dtype=torch.float64)
+    assert not LinearGaussian(A, 0.1, jacobian="gaussian").needs_score_graph
+    assert LinearGaussian(A, 0.1).needs_score_graph
+    score = prior.score_model(sde)
+    plain = GuidedScore(score, sde, LinearGaussian(A, 0.1), y)(x, t) - score(x, t)
+    weighted = GuidedScore(score, sde, LinearGaussian(A, 0.1, alpha_weight=True), y)(x, t) - score(x, t)
+    alpha = sde.marginal_coeffs(t)[0][:, None]
+    assert torch.allclose(weighted, alpha * plain, atol=1e-12)
+    with pytest.raises(ValueError, match="jacobian"):
+        LinearGaussian(A, 0.1, jacobian="magic")
 
 
 def test_dps_step_is_the_normalised_residual_gradient():
