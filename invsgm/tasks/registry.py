@@ -13,15 +13,17 @@ doubled for models of centred data ([−1, 1]):
 ``inpaint``            ``mask`` = ``{box: [top, left, height, width]}`` (missing box) | ``{random: p,
                        seed: 0}`` (each pixel missing with probability p) | ``{file: PATH}`` (white =
                        observed); ``sigma_y`` = 0 → ``Replacement`` (ICLR 2021), > 0 → ``LinearGaussian``
-                       with ``guidance`` ('pigdm' | 'dps') and ``scale``
-``random_inpaint``     ``missing`` (0.7), ``seed`` (0), ``sigma_y``, ``guidance``, ``scale`` → ``LinearGaussian``
+                       with ``guidance`` ('pigdm' | 'dps'), ``scale`` and ``jacobian`` ('gaussian', the
+                       default: ∂x̂₀/∂x_t of a Gaussian prior, no backward pass | 'network': autograd)
+``random_inpaint``     ``missing`` (0.7), ``seed`` (0), ``sigma_y``, ``guidance``, ``scale``, ``jacobian``
+                       → ``LinearGaussian``
 ``colorize``           ``Replacement(Grey)``: the grey axis (R+G+B)/√3 is observed exactly
 ``class_conditional``  ``classifier`` (a pretrained name or folder, 'digits_classifier'), ``scale`` (1.0)
                        → ``ClassGuidance``; the classifier's SDE must be the score model's
-``super_resolution``   ``factor`` (2), ``sigma_y``, ``guidance``, ``scale`` → ``LinearGaussian(AvgPool)``
-``deblur``             ``sigma`` (1.0 px), ``kernel_size`` (5), ``sigma_y``, ``guidance``, ``scale``
+``super_resolution``   ``factor`` (2), ``sigma_y``, ``guidance``, ``scale``, ``jacobian`` → ``LinearGaussian(AvgPool)``
+``deblur``             ``sigma`` (1.0 px), ``kernel_size`` (5), ``sigma_y``, ``guidance``, ``scale``, ``jacobian``
                        → ``LinearGaussian(GaussianBlur)``
-``denoise``            ``sigma_y`` (0.1), ``guidance``, ``scale`` → ``LinearGaussian(Identity)``
+``denoise``            ``sigma_y`` (0.1), ``guidance``, ``scale``, ``jacobian`` → ``LinearGaussian(Identity)``
 =====================  ==============================================================================
 
 A list of task specs is their ``Composite`` (e.g. class guidance and inpainting). Other packages add
@@ -48,7 +50,7 @@ from ..operators import AvgPool, GaussianBlur, Grey, Identity, Mask, box_mask, m
 from ..sde import SDE
 from .base import Composite, Task
 from .guidance import ClassGuidance
-from .linear import GUIDANCE, LinearGaussian
+from .linear import GUIDANCE, JACOBIANS, LinearGaussian
 from .replacement import Replacement
 
 ENTRY_POINT_GROUP = "invsgm.tasks"
@@ -103,9 +105,16 @@ def _guidance(value: Any) -> str:
     return value
 
 
-def _linear(ctx: TaskContext, operator, sigma_y: float, guidance: str, scale: float) -> LinearGaussian:
+def _jacobian(value: Any) -> str:
+    if value not in JACOBIANS:
+        raise _bad("jacobian", value, f"one of {list(JACOBIANS)}")
+    return value
+
+
+def _linear(ctx: TaskContext, operator, sigma_y: float, guidance: str, scale: float,
+            jacobian: str) -> LinearGaussian:
     return LinearGaussian(operator, ctx.noise(_non_negative("sigma_y", sigma_y)), _guidance(guidance),
-                          _non_negative("scale", scale))
+                          _non_negative("scale", scale), jacobian=_jacobian(jacobian))
 
 
 MASK_KINDS = ("box", "random", "file")
@@ -146,7 +155,7 @@ def build_mask(spec: Any, shape: tuple[int, int, int]) -> Mask:
 # --- the built-in factories -----------------------------------------------------------------------
 
 def inpaint(ctx: TaskContext, mask: dict | None = None, sigma_y: float = 0.0, guidance: str = "pigdm",
-            scale: float = 1.0) -> Task:
+            scale: float = 1.0, jacobian: str = "gaussian") -> Task:
     """Fill the missing pixels of ``mask``: replacement when noiseless, ΠGDM / DPS guidance when σ_y > 0."""
     if mask is None:
         raise ValueError("inpaint needs a mask: mask: {box: [top, left, height, width]} | "
@@ -154,14 +163,14 @@ def inpaint(ctx: TaskContext, mask: dict | None = None, sigma_y: float = 0.0, gu
     op = build_mask(mask, ctx.shape)
     if _non_negative("sigma_y", sigma_y) == 0:
         return Replacement(op)
-    return _linear(ctx, op, sigma_y, guidance, scale)
+    return _linear(ctx, op, sigma_y, guidance, scale, jacobian)
 
 
 def random_inpaint(ctx: TaskContext, missing: float = 0.7, seed: int = 0, sigma_y: float = 0.0,
-                   guidance: str = "pigdm", scale: float = 1.0) -> Task:
+                   guidance: str = "pigdm", scale: float = 1.0, jacobian: str = "gaussian") -> Task:
     """Each pixel missing with probability ``missing`` (a fixed draw from ``seed``), solved by guidance."""
     op = build_mask({"random": missing, "seed": seed}, ctx.shape)
-    return _linear(ctx, op, sigma_y, guidance, scale)
+    return _linear(ctx, op, sigma_y, guidance, scale, jacobian)
 
 
 def colorize(ctx: TaskContext) -> Task:
@@ -195,27 +204,28 @@ def class_conditional(ctx: TaskContext, classifier: str = "digits_classifier", s
 
 
 def super_resolution(ctx: TaskContext, factor: int = 2, sigma_y: float = 0.0, guidance: str = "pigdm",
-                     scale: float = 1.0) -> Task:
+                     scale: float = 1.0, jacobian: str = "gaussian") -> Task:
     """×``factor`` super-resolution of ``factor``×``factor`` average pooling."""
     if not _is_int(factor) or factor < 1:
         raise _bad("factor", factor, "an integer >= 1")
-    return _linear(ctx, AvgPool(factor, ctx.shape), sigma_y, guidance, scale)
+    return _linear(ctx, AvgPool(factor, ctx.shape), sigma_y, guidance, scale, jacobian)
 
 
 def deblur(ctx: TaskContext, sigma: float = 1.0, kernel_size: int = 5, sigma_y: float = 0.0,
-           guidance: str = "pigdm", scale: float = 1.0) -> Task:
+           guidance: str = "pigdm", scale: float = 1.0, jacobian: str = "gaussian") -> Task:
     """Deblurring of a circular Gaussian blur of width ``sigma`` pixels."""
     sigma = _positive("sigma", sigma)
     if not _is_int(kernel_size) or kernel_size < 1 or kernel_size % 2 == 0:
         raise _bad("kernel_size", kernel_size, "an odd integer >= 1")
-    return _linear(ctx, GaussianBlur(sigma, kernel_size, ctx.shape), sigma_y, guidance, scale)
+    return _linear(ctx, GaussianBlur(sigma, kernel_size, ctx.shape), sigma_y, guidance, scale, jacobian)
 
 
-def denoise(ctx: TaskContext, sigma_y: float = 0.1, guidance: str = "pigdm", scale: float = 1.0) -> Task:
+def denoise(ctx: TaskContext, sigma_y: float = 0.1, guidance: str = "pigdm", scale: float = 1.0,
+            jacobian: str = "gaussian") -> Task:
     """Denoising of additive Gaussian noise of standard deviation ``sigma_y`` (image units)."""
     if _non_negative("sigma_y", sigma_y) == 0:
         raise _bad("sigma_y", sigma_y, "a number > 0 (the noise level to remove)")
-    return _linear(ctx, Identity(ctx.shape), sigma_y, guidance, scale)
+    return _linear(ctx, Identity(ctx.shape), sigma_y, guidance, scale, jacobian)
 
 
 BUILTINS: dict[str, Factory] = {
