@@ -81,6 +81,8 @@ import torch
 import yaml
 from PIL import Image
 
+from .evaluate import _jsonable
+from .train.config import _Loader
 from .atomic import atomic_open
 from .sampling import CORRECTORS, PREDICTORS
 from .solve import SAMPLERS
@@ -95,19 +97,6 @@ STD_DISPLAY_GAIN = 2.0  # std.png = 2·std: white is 0.5, the largest standard d
 
 # --- YAML ---------------------------------------------------------------------------------------------
 
-class _Loader(yaml.SafeLoader):
-    """PyYAML's safe loader with YAML 1.2 floats (``1e-3`` is a number, not a string)."""
-
-
-_Loader.add_implicit_resolver(
-    "tag:yaml.org,2002:float",
-    re.compile(r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
-                    |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
-                    |\.[0-9_]+(?:[eE][-+]?[0-9]+)?
-                    |[-+]?\.(?:inf|Inf|INF)
-                    |\.(?:nan|NaN|NAN))$""", re.X),
-    list("-+0123456789."),
-)
 
 
 def read_yaml(path: str | os.PathLike) -> dict[str, Any]:
@@ -630,14 +619,6 @@ class RunResult:
     images_per_second: float
 
 
-def _jsonable(obj: Any) -> Any:
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return str(obj)
-    if isinstance(obj, dict):
-        return {k: _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    return obj
 
 
 def _prepare_output(out: Path) -> None:
