@@ -45,8 +45,9 @@ from typing import Any, Mapping, Sequence
 import torch
 import yaml
 
+from .config import parse_sets
 from .models.build import build_model
-from .models.score import ScoreModel
+from .denoisers import score_sde_denoiser
 from .models.unet import UNet
 from .pretrained import Pretrained, _check_card, save_pretrained
 from .sde import sde_from_config
@@ -148,6 +149,7 @@ PRESETS: dict[str, Preset] = {p.name: p for p in (
 _UNET_ARGS = [a for a in inspect.signature(UNet).parameters if a not in ("out_channels", "input_centering")]
 _SDE_ARGS = {"ve": ("sigma_min", "sigma_max", "N"), "vp": ("beta_min", "beta_max", "N"),
              "subvp": ("beta_min", "beta_max", "N")}
+SET_FORM = "KEY=VALUE, e.g. --set nf=16"  # overrides are flat: a UNet argument or an SDE parameter by name
 
 
 def resolve_preset(preset: str | Preset) -> Preset:
@@ -351,7 +353,7 @@ def load_score_sde_checkpoint(path: str | os.PathLike, preset: str | Preset, *, 
     card = _check_card(card, str(path))
     net.to(device).eval()
     sde = sde_from_config(**card["sde"])
-    return Pretrained(card=card, net=net, sde=sde, model=ScoreModel(net, sde).eval(), path=path)
+    return Pretrained(card=card, net=net, sde=sde, model=score_sde_denoiser(net, sde).eval(), path=path)
 
 
 def export_checkpoint(path: str | os.PathLike, preset: str | Preset, out_folder: str | os.PathLike, *,
@@ -368,20 +370,6 @@ def export_checkpoint(path: str | os.PathLike, preset: str | Preset, out_folder:
 
 
 # --- command line ----------------------------------------------------------------------------------
-
-def _parse_sets(items: Sequence[str]) -> dict[str, Any]:
-    """``['nf=16', 'ch_mult=[1,2]']`` → {'nf': 16, 'ch_mult': [1, 2]} (values read as YAML)."""
-    overrides: dict[str, Any] = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise ValueError(f"--set expects KEY=VALUE, got {item!r}")
-        try:
-            overrides[key.strip()] = yaml.safe_load(value)
-        except yaml.YAMLError as err:
-            raise ValueError(f"--set {item!r}: the value is not valid YAML ({err})") from None
-    return overrides
-
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m invsgm.official {presets, show, export}``; a bad input prints the message and returns 2."""
@@ -405,10 +393,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             for p in PRESETS.values():
                 print(f"{'*' if p.released else ' '} {p.name:40s} {p.config}")
         elif args.action == "show":
-            print(yaml.safe_dump(preset_card(args.preset, **_parse_sets(args.set)), sort_keys=False), end="")
+            card = preset_card(args.preset, **parse_sets(args.set, SET_FORM))
+            print(yaml.safe_dump(card, sort_keys=False), end="")
         else:
             folder = export_checkpoint(args.checkpoint, args.preset, args.out, ema=not args.raw,
-                                       **_parse_sets(args.set))
+                                       **parse_sets(args.set, SET_FORM))
             print(f"wrote {folder}")
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)

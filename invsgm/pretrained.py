@@ -30,7 +30,7 @@ from torch import nn
 
 from .models.build import build_model, model_config
 from .models.classifier import TimeConditionalClassifier
-from .models.score import ScoreModel
+from .denoisers import Denoiser, NetworkDenoiser, score_sde_parameterization
 from .sde import SDE, SDES, sde_from_config
 
 WEIGHTS, CARD = "model.safetensors", "card.yaml"
@@ -53,7 +53,8 @@ class PretrainedNotFoundError(FileNotFoundError, ValueError):
 class Pretrained:
     """A loaded model: the card, the raw ``net`` (eval mode), its ``sde`` and the time-conditional ``model``.
 
-    ``model`` is ``ScoreModel(net, sde)`` (s(x, t) ≈ ∇log p_t(x)) for task 'score' and
+    ``model`` is a ``NetworkDenoiser`` (s(x, t) ≈ ∇log p_t(x) and x̂₀) for task 'score', by the card's
+    ``denoiser: {prediction, time_label}`` (default: score_sde's convention for the SDE), and
     ``TimeConditionalClassifier(net, sde)`` (logits of p_t(y | x)) for task 'classifier'.
     """
 
@@ -62,6 +63,12 @@ class Pretrained:
     sde: SDE
     model: nn.Module = field(repr=False)
     path: Path
+
+    def as_denoiser(self, sde: SDE | None = None) -> Denoiser:
+        """The score model as a ``Denoiser`` (``solve`` calls this); a classifier raises."""
+        if self.card.get("task") != "score":
+            raise ValueError(f"a solver needs a score model, got a pretrained {self.card.get('task')!r} model")
+        return self.model
 
 
 # --- the card --------------------------------------------------------------------------------------
@@ -282,8 +289,11 @@ def load_pretrained(name_or_path: str | os.PathLike, device: torch.device | str 
     net.load_state_dict(tensors)
     net.to(device).eval()
     sde = sde_from_config(**card["sde"])
-    wrapper = ScoreModel if card["task"] == "score" else TimeConditionalClassifier
-    return Pretrained(card=card, net=net, sde=sde, model=wrapper(net, sde).eval(), path=folder)
+    if card["task"] == "score":
+        model = NetworkDenoiser(net, sde, **card.get("denoiser", score_sde_parameterization(sde)))
+    else:
+        model = TimeConditionalClassifier(net, sde)
+    return Pretrained(card=card, net=net, sde=sde, model=model.eval(), path=folder)
 
 
 __all__ = ["Pretrained", "PretrainedNotFoundError", "available_pretrained", "card_from_weights", "from_model_space",

@@ -8,9 +8,9 @@ from __future__ import annotations
 import math
 
 import torch
-from torch import nn
 
 from . import _checks
+from .denoisers.base import Denoiser, Evaluation, tweedie_x0
 from .sde import SDE
 
 
@@ -173,16 +173,21 @@ class GaussianMixture:
         return GaussianMixture(means, weights, post_cov)
 
     def score_model(self, sde: SDE) -> "MixtureScore":
-        """The exact score s(x, t) = ∇log p_t(x) under ``sde`` as a module, callable like a network."""
+        """The exact score s(x, t) = ∇log p_t(x) under ``sde`` as a denoiser, callable like a network."""
+        if not isinstance(sde, SDE):
+            raise ValueError(f"the mixture's score needs an SDE (sde=VPSDE(...)), got {sde!r}")
         return MixtureScore(self, sde)
 
+    as_denoiser = score_model
 
-class MixtureScore(nn.Module):
-    """Exact ∇log p_t(x) of a ``GaussianMixture`` diffused by an SDE; forward(x, t) like a score network."""
+
+class MixtureScore(Denoiser):
+    """Exact ∇log p_t(x) of a ``GaussianMixture`` diffused by an SDE, and x̂₀ = E[x₀ | x_t] by Tweedie."""
 
     def __init__(self, mixture: GaussianMixture, sde: SDE):
-        super().__init__()
-        self.mixture, self.sde = mixture, sde
+        super().__init__(sde)
+        self.mixture = mixture
 
-    def forward(self, x: torch.Tensor, t: torch.Tensor | float) -> torch.Tensor:
-        return self.mixture.score(x, t, self.sde)
+    def _evaluate(self, x: torch.Tensor, t: torch.Tensor) -> Evaluation:
+        score = self.mixture.score(x, t, self.sde)
+        return Evaluation(score, tweedie_x0(x, t, score, self.sde))

@@ -65,7 +65,6 @@ from __future__ import annotations
 import copy
 import json
 import math
-import numbers
 import os
 import re
 import shutil
@@ -82,8 +81,9 @@ import yaml
 from PIL import Image
 
 from .evaluate import _jsonable
-from .train.config import _Loader
 from .atomic import atomic_open
+from .config import (apply_set, apply_sets, bad, boolean, choice, integer, is_int, mapping, number, parse_set,
+                     read_yaml, sde_name, string)
 from .sampling import CORRECTORS, PREDICTORS
 from .solve import SAMPLERS
 from .tasks.base import Composite, Task
@@ -95,183 +95,84 @@ SAMPLER_DEFAULTS = {"name": "pc", "steps": 200, "predictor": "reverse_diffusion"
 STD_DISPLAY_GAIN = 2.0  # std.png = 2·std: white is 0.5, the largest standard deviation of values in [0, 1]
 
 
-# --- YAML ---------------------------------------------------------------------------------------------
-
-
-
-def read_yaml(path: str | os.PathLike) -> dict[str, Any]:
-    """The mapping in a run YAML file; a missing file, bad YAML or a non-mapping raises naming the file."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"task file not found: {path}")
-    try:
-        values = yaml.load(path.read_text(encoding="utf-8"), Loader=_Loader)
-    except (yaml.YAMLError, UnicodeDecodeError) as err:
-        raise ValueError(f"{path}: not valid YAML: {err}") from None
-    if not isinstance(values, dict):
-        raise ValueError(f"{path}: expected a mapping with keys {list(SECTIONS)}, got {type(values).__name__}")
-    return values
-
-
-def parse_set(item: str) -> tuple[list[str], Any]:
-    """``'sampler.steps=3'`` → (['sampler', 'steps'], 3); the value is read as YAML."""
-    key, sep, text = item.partition("=")
-    parts = key.strip().split(".")
-    if not sep or not key.strip() or any(not p for p in parts):
-        raise ValueError(f"--set {item!r}: expected KEY.SUB=VALUE, e.g. --set sampler.steps=100")
-    try:
-        value = yaml.load(text.strip(), Loader=_Loader) if text.strip() else None
-    except yaml.YAMLError as err:
-        raise ValueError(f"--set {item!r}: the value {text.strip()!r} is not valid YAML ({err})".replace("\n", " "))
-    return parts, value
-
-
-def apply_set(config: dict[str, Any], parts: Sequence[str], value: Any, item: str = "") -> None:
-    """Set ``config[parts[0]][parts[1]]... = value`` in place; lists are indexed by integers (``task.0.scale``)."""
-    node: Any = config
-    for i, part in enumerate(parts):
-        last = i == len(parts) - 1
-        where = ".".join(parts[:i + 1])
-        if isinstance(node, list):
-            if not part.lstrip("-").isdigit() or not -len(node) <= int(part) < len(node):
-                raise ValueError(f"--set {item or where}: {'.'.join(parts[:i]) or 'the config'} is a list of "
-                                 f"{len(node)}; {part!r} is not an index into it")
-            if last:
-                node[int(part)] = value
-            else:
-                node = node[int(part)]
-        elif isinstance(node, dict):
-            if last:
-                node[part] = value
-            else:
-                if node.get(part) is None:
-                    node[part] = {}
-                node = node[part]
-        else:
-            raise ValueError(f"--set {item or where}: {'.'.join(parts[:i])} = {node!r} is not a mapping or a list")
-
-
 # --- checks -----------------------------------------------------------------------------------------
-
-def _bad(key: str, value: Any, expected: str) -> ValueError:
-    return ValueError(f"{key} = {value!r}: expected {expected}")
-
-
-def _is_int(v: Any) -> bool:
-    return isinstance(v, numbers.Integral) and not isinstance(v, bool)
-
-
-def _int(key: str, v: Any, low: int) -> int:
-    if not _is_int(v) or v < low:
-        raise _bad(key, v, f"an integer >= {low}")
-    return int(v)
-
-
-def _number(key: str, v: Any) -> float:
-    if not isinstance(v, numbers.Real) or isinstance(v, bool) or not math.isfinite(float(v)) or v <= 0:
-        raise _bad(key, v, "a number > 0")
-    return float(v)
-
-
-def _string(key: str, v: Any) -> str:
-    if not isinstance(v, str) or not v:
-        raise _bad(key, v, "a non-empty string")
-    return v
-
-
-def _choice(key: str, v: Any, options: Sequence[str]) -> str:
-    if v not in options:
-        raise _bad(key, v, f"one of {list(options)}")
-    return v
-
-
-def _mapping(key: str, v: Any, allowed: Sequence[str]) -> dict[str, Any]:
-    if not isinstance(v, dict):
-        raise _bad(key, v, f"a mapping with keys from {list(allowed)}")
-    for k in v:
-        if k not in allowed:
-            raise ValueError(f"unknown key {key}.{k} = {v[k]!r}; expected one of {list(allowed)}")
-    return dict(v)
-
 
 def _check_model(v: Any) -> dict[str, Any]:
     official = ("score_sde_checkpoint", "preset", "overrides", "ema")
-    m = _mapping("model", v, ("pretrained",) + official)
+    m = mapping("model", v, ("pretrained",) + official)
     if ("pretrained" in m) == ("score_sde_checkpoint" in m):
-        raise _bad("model", v, "either {pretrained: NAME_OR_FOLDER} or {score_sde_checkpoint: PATH, preset: NAME, "
-                               "overrides: {...}, ema: true}")
+        raise bad("model", v, "either {pretrained: NAME_OR_FOLDER} or {score_sde_checkpoint: PATH, preset: NAME, "
+                              "overrides: {...}, ema: true}")
     if "pretrained" in m:
         if len(m) > 1:
             extra = next(k for k in m if k != "pretrained")
             raise ValueError(f"model.{extra} = {m[extra]!r}: only official checkpoints (score_sde_checkpoint) take it")
-        return {"pretrained": _string("model.pretrained", m["pretrained"])}
+        return {"pretrained": string("model.pretrained", m["pretrained"])}
     if "preset" not in m:
         raise ValueError("model: an official checkpoint needs a preset, e.g. preset: ve/cifar10_ncsnpp_continuous")
     overrides = m.get("overrides") or {}
     if not isinstance(overrides, dict) or not all(isinstance(k, str) for k in overrides):
-        raise _bad("model.overrides", overrides, "a mapping of UNet arguments or SDE parameters, e.g. {nf: 16}")
-    ema = m.get("ema", True)
-    if not isinstance(ema, bool):
-        raise _bad("model.ema", ema, "true or false")
-    return {"score_sde_checkpoint": _string("model.score_sde_checkpoint", m["score_sde_checkpoint"]),
-            "preset": _string("model.preset", m["preset"]), "overrides": dict(overrides), "ema": ema}
+        raise bad("model.overrides", overrides, "a mapping of UNet arguments or SDE parameters, e.g. {nf: 16}")
+    ema = boolean("model.ema", m.get("ema", True))
+    return {"score_sde_checkpoint": string("model.score_sde_checkpoint", m["score_sde_checkpoint"]),
+            "preset": string("model.preset", m["preset"]), "overrides": dict(overrides), "ema": ema}
 
 
 def _check_sde(v: Any) -> str | dict | None:
+    """None, an SDE name or {kind: NAME, parameters}; names as in ``sde_from_config`` ('sub-VP' → 'subvp')."""
     from .sde import SDES
 
     if v is None:
         return None
     if isinstance(v, str):
-        return _choice("sde", v, sorted(SDES))
+        return sde_name("sde", v)
     if isinstance(v, dict) and "kind" in v:
-        _choice("sde.kind", v["kind"], sorted(SDES))
-        return dict(v)
-    raise _bad("sde", v, f"one of {sorted(SDES)} or a mapping {{kind: ..., parameters}}")
+        return {**v, "kind": sde_name("sde.kind", v["kind"])}
+    raise bad("sde", v, f"one of {sorted(SDES)} or a mapping {{kind: ..., parameters}}")
 
 
 def _check_sampler(v: Any) -> dict[str, Any]:
-    s = _mapping("sampler", {} if v is None else v, list(SAMPLER_DEFAULTS))
+    s = mapping("sampler", {} if v is None else v, list(SAMPLER_DEFAULTS))
     out = {**SAMPLER_DEFAULTS, **s}
-    _choice("sampler.name", out["name"], SAMPLERS)
-    _choice("sampler.predictor", out["predictor"], sorted(PREDICTORS))
-    _choice("sampler.corrector", out["corrector"], sorted(CORRECTORS))
-    out["snr"] = _number("sampler.snr", out["snr"])
+    choice("sampler.name", out["name"], SAMPLERS)
+    choice("sampler.predictor", out["predictor"], sorted(PREDICTORS))
+    choice("sampler.corrector", out["corrector"], sorted(CORRECTORS))
+    out["snr"] = number("sampler.snr", out["snr"])
     for key, low in (("steps", 1), ("n_corrector_steps", 0), ("n_samples", 1), ("batch_size", 1), ("n_particles", 1)):
-        out[key] = _int(f"sampler.{key}", out[key], low)
+        out[key] = integer(f"sampler.{key}", out[key], low)
     return out
 
 
 def _check_inputs(v: Any) -> dict[str, Any]:
-    i = _mapping("inputs", v, ("dataset", "path", "count", "labels"))
+    i = mapping("inputs", v, ("dataset", "path", "count", "labels"))
     if "dataset" in i and "path" in i:
-        raise _bad("inputs", v, "either dataset or path, not both")
+        raise bad("inputs", v, "either dataset or path, not both")
     if not any(k in i for k in ("dataset", "path", "labels")):
-        raise _bad("inputs", v, f"{{dataset: one of {list(DATASETS)}, count: N}}, {{path: FILE_OR_FOLDER}} or "
-                                "{labels: [...]} (class tasks)")
+        raise bad("inputs", v, f"{{dataset: one of {list(DATASETS)}, count: N}}, {{path: FILE_OR_FOLDER}} or "
+                               "{labels: [...]} (class tasks)")
     if "dataset" in i:
-        _choice("inputs.dataset", i["dataset"], DATASETS)
+        choice("inputs.dataset", i["dataset"], DATASETS)
     if "path" in i:
-        _string("inputs.path", i["path"])
+        string("inputs.path", i["path"])
     if i.get("count") is not None:
-        i["count"] = _int("inputs.count", i["count"], 1)
+        i["count"] = integer("inputs.count", i["count"], 1)
     if "labels" in i:
         labels = i["labels"]
-        if not isinstance(labels, list) or not labels or not all(_is_int(y) and y >= 0 for y in labels):
-            raise _bad("inputs.labels", labels, "a non-empty list of class indices (integers >= 0)")
+        if not isinstance(labels, list) or not labels or not all(is_int(y) and y >= 0 for y in labels):
+            raise bad("inputs.labels", labels, "a non-empty list of class indices (integers >= 0)")
         if i.get("count") is not None and "dataset" not in i and "path" not in i:
             raise ValueError("inputs.count: with labels only, the inputs are the labels; leave count out")
     return i
 
 
 def _check_device(v: Any) -> str:
-    v = _string("device", v)
+    v = string("device", v)
     if v == "auto":
         return v
     try:
         torch.device(v)
     except RuntimeError:
-        raise _bad("device", v, "auto, cpu, cuda or cuda:N") from None
+        raise bad("device", v, "auto, cpu, cuda or cuda:N") from None
     return v
 
 
@@ -289,17 +190,14 @@ def resolve_config(values: Mapping[str, Any], stem: str = "run") -> dict[str, An
     return {"model": _check_model(values["model"]), "sde": _check_sde(values.get("sde")),
             "task": copy.deepcopy(values["task"]),  # checked by the registry once the model is known
             "sampler": _check_sampler(values.get("sampler")), "inputs": _check_inputs(values["inputs"]),
-            "output": _string("output", str(output) if isinstance(output, os.PathLike) else output),
-            "seed": _int("seed", values.get("seed", 0), 0), "device": _check_device(values.get("device", "auto"))}
+            "output": string("output", str(output) if isinstance(output, os.PathLike) else output),
+            "seed": integer("seed", values.get("seed", 0), 0), "device": _check_device(values.get("device", "auto"))}
 
 
 def load_run_config(path: str | os.PathLike, sets: Sequence[str] = (), *, input_path: str | None = None,
                     out: str | None = None, seed: int | None = None) -> dict[str, Any]:
     """Read ``path``, apply the ``--set KEY.SUB=VALUE`` items, ``--input``, ``--out``, ``--seed``; check; resolve."""
-    values = read_yaml(path)
-    for item in sets:
-        parts, value = parse_set(item)
-        apply_set(values, parts, value, item)
+    values = apply_sets(read_yaml(path, "task", SECTIONS), sets)
     if input_path is not None:
         labels = values.get("inputs", {}).get("labels") if isinstance(values.get("inputs"), dict) else None
         values["inputs"] = {"path": str(input_path), **({"labels": labels} if labels is not None else {})}
@@ -472,7 +370,7 @@ def open_inputs(spec: Mapping[str, Any], shape: tuple[int, int, int], needs_labe
             available = len(photos(H, "test"))
             n = available if count is None else count
             if n > available:
-                raise _bad("inputs.count", n, f"at most the {available} photos_test patches of {H}×{H}")
+                raise bad("inputs.count", n, f"at most the {available} photos_test patches of {H}×{H}")
             from .data import photos_test_images
 
             images = photos_test_images(n, patch_size=H)
@@ -486,7 +384,7 @@ def open_inputs(spec: Mapping[str, Any], shape: tuple[int, int, int], needs_labe
             test = digits(image_size=H, split="test")
             n = len(test) if count is None else count
             if n > len(test):
-                raise _bad("inputs.count", n, f"at most the {len(test)} digits_test images")
+                raise bad("inputs.count", n, f"at most the {len(test)} digits_test images")
             images, data_labels = test.images[:n], test.labels[:n].tolist()
         width = max(3, len(str(n - 1)))
         names = [f"{i:0{width}d}" for i in range(n)]

@@ -17,6 +17,7 @@ from typing import Callable
 import torch
 
 from . import _checks
+from ._names import sde_key
 
 ScoreFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -51,10 +52,6 @@ class SDE(abc.ABC):
     @abc.abstractmethod
     def prior_std(self) -> float:
         """Standard deviation of the zero-mean Gaussian prior p_T."""
-
-    def noise_level(self, t: torch.Tensor) -> torch.Tensor:
-        """The time conditioning a score network receives (σ(t) for VE, 999 t for VP/sub-VP)."""
-        return t
 
     # --- derived ---------------------------------------------------------------------------
     def sde(self, x: torch.Tensor, t: torch.Tensor | float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -168,9 +165,6 @@ class VESDE(SDE):
     def prior_std(self) -> float:
         return self.sigma_max
 
-    def noise_level(self, t: torch.Tensor) -> torch.Tensor:
-        return self.sigma(t)
-
     def config(self) -> dict:
         return {"sigma_min": self.sigma_min, "sigma_max": self.sigma_max, "N": self.N}
 
@@ -198,9 +192,6 @@ class _BetaSchedule(SDE):
 
     def prior_std(self) -> float:
         return 1.0
-
-    def noise_level(self, t: torch.Tensor) -> torch.Tensor:
-        return 999.0 * t  # the continuous-time label of the official DDPM++ networks
 
     def config(self) -> dict:
         return {"beta_min": self.beta_min, "beta_max": self.beta_max, "N": self.N}
@@ -233,7 +224,7 @@ SDES: dict[str, type[SDE]] = {"ve": VESDE, "vp": VPSDE, "subvp": SubVPSDE}
 
 def sde_from_config(kind: str, **params: float) -> SDE:
     """Build an SDE from its name ('ve', 'vp', 'subvp') and constructor arguments (the edge of YAML/cards)."""
-    key = kind.lower().replace("-", "").replace("_", "")
+    key = sde_key(kind)
     if key not in SDES:
         raise ValueError(f"unknown SDE {kind!r}; expected one of {sorted(SDES)}")
     return SDES[key](**params)

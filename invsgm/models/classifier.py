@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from .. import _checks
+from ..denoisers.network import score_sde_parameterization, time_label
 from ..sde import SDE
 from . import layers
 
@@ -114,16 +115,18 @@ class NoiseConditionalClassifier(nn.Module):
 
 
 class TimeConditionalClassifier(nn.Module):
-    """p_t(y | x) from a noise-conditional classifier: logits = net(x, sde.noise_level(t)) (``ScoreModel``'s labels)."""
+    """p_t(y | x) from a noise-conditional classifier: logits = net(x, label(t)), ``time_label`` as for the score
+    networks (default: score_sde's, σ(t) on VE and 999 t on VP / sub-VP)."""
 
-    def __init__(self, net: nn.Module, sde: SDE):
+    def __init__(self, net: nn.Module, sde: SDE, time_label: str | None = None):
         super().__init__()
         self.net, self.sde = net, sde
+        self.time_label = time_label or score_sde_parameterization(sde)["time_label"]
 
     def forward(self, x: torch.Tensor, t: torch.Tensor | float) -> torch.Tensor:
         """Logits of shape (B, K)."""
         t = _checks.time_vector(t, x)
-        return self.net(x, self.sde.noise_level(t))
+        return self.net(x, time_label(self.time_label, t, self.sde))
 
     def log_prob(self, x: torch.Tensor, t: torch.Tensor | float, y: torch.Tensor | int) -> torch.Tensor:
         """log p_t(y | x) = log_softmax(logits)[y], shape (B,); y an integer tensor (B,) or one int."""

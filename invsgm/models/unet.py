@@ -5,7 +5,7 @@ official score_sde_pytorch ``NCSNpp`` and with its attribute names, so an offici
 loads by name (after dropping the ``module.`` prefix and the unused ``sigmas`` entry) and
 official EMA shadow parameters load by position onto ``[p for p in net.parameters() if p.requires_grad]``.
 
-Unlike the official network, this one does not divide by σ (``ScoreModel`` turns the raw output
+Unlike the official network, this one does not divide by σ (``NetworkDenoiser`` turns the raw output
 into a score), and it centres its input only when asked: the official network maps x ↦ 2x − 1
 when its data are not centred (``config.data.centered = False``, data in [0, 1]); here that is
 ``input_centering=True``, and by default the input is used as it is (feed data in [−1, 1]).

@@ -6,7 +6,8 @@ from typing import Callable, Iterable, Sequence
 import torch
 
 from .. import _checks
-from ..sde import SDE, ScoreFn, _bcast
+from ..denoisers.base import tweedie_x0
+from ..sde import SDE, ScoreFn
 from .correctors import langevin
 from .predictors import reverse_diffusion
 from .timesteps import check_timesteps
@@ -27,8 +28,7 @@ def check_state(x: torch.Tensor) -> torch.Tensor:
 
 def tweedie_denoise(score_fn: ScoreFn, sde: SDE, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
     """Tweedie's E[x(0) | x(t)] = (x + σ(t)² ∇log p_t(x)) / α(t) for t of shape (B,)."""
-    alpha, std = sde.marginal_coeffs(t)
-    return (x + _bcast(std.pow(2), x) * score_fn(x, t)) / _bcast(alpha, x)
+    return tweedie_x0(x, t, score_fn(x, t), sde)
 
 
 def step_range(n_steps: int, progress: bool, desc: str) -> Iterable[int]:

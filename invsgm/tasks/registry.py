@@ -39,14 +39,14 @@ from __future__ import annotations
 
 import importlib.metadata
 import inspect
-import math
-import numbers
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
 import torch
 
-from ..operators import AvgPool, GaussianBlur, Grey, Identity, Mask, box_mask, mask_from_file, random_mask
+from ..config import bad, choice, integer, is_int, is_real, number, type_of
+from ..imageio import mask_from_file
+from ..operators import AvgPool, GaussianBlur, Grey, Identity, Mask, box_mask, random_mask
 from ..sde import SDE
 from .base import Composite, Task
 from .guidance import ClassGuidance
@@ -75,46 +75,15 @@ Factory = Callable[..., Task]
 
 # --- value checks inside factories ----------------------------------------------------------------
 
-def _bad(key: str, value: Any, expected: str) -> ValueError:
-    return ValueError(f"{key} = {value!r}: expected {expected}")
-
-
-def _is_int(v: Any) -> bool:
-    return isinstance(v, numbers.Integral) and not isinstance(v, bool)
-
-
-def _is_real(v: Any) -> bool:
-    return isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(float(v))
-
-
 def _non_negative(key: str, value: Any) -> float:
-    if not _is_real(value) or value < 0:
-        raise _bad(key, value, "a number >= 0")
-    return float(value)
-
-
-def _positive(key: str, value: Any) -> float:
-    if not _is_real(value) or value <= 0:
-        raise _bad(key, value, "a number > 0")
-    return float(value)
-
-
-def _guidance(value: Any) -> str:
-    if value not in GUIDANCE:
-        raise _bad("guidance", value, f"one of {list(GUIDANCE)}")
-    return value
-
-
-def _jacobian(value: Any) -> str:
-    if value not in JACOBIANS:
-        raise _bad("jacobian", value, f"one of {list(JACOBIANS)}")
-    return value
+    return number(key, value, 0.0, strict=False)
 
 
 def _linear(ctx: TaskContext, operator, sigma_y: float, guidance: str, scale: float,
             jacobian: str) -> LinearGaussian:
-    return LinearGaussian(operator, ctx.noise(_non_negative("sigma_y", sigma_y)), _guidance(guidance),
-                          _non_negative("scale", scale), jacobian=_jacobian(jacobian))
+    return LinearGaussian(operator, ctx.noise(_non_negative("sigma_y", sigma_y)),
+                          choice("guidance", guidance, GUIDANCE), _non_negative("scale", scale),
+                          jacobian=choice("jacobian", jacobian, JACOBIANS))
 
 
 MASK_KINDS = ("box", "random", "file")
@@ -125,7 +94,7 @@ def build_mask(spec: Any, shape: tuple[int, int, int]) -> Mask:
     expected = ("a mapping with one of: box: [top, left, height, width] (the missing box), "
                 "random: FRACTION (with seed: INT), file: PATH")
     if not isinstance(spec, Mapping) or sum(k in spec for k in MASK_KINDS) != 1:
-        raise _bad("mask", spec, expected)
+        raise bad("mask", spec, expected)
     allowed = {"box": ("box",), "random": ("random", "seed"), "file": ("file",)}
     kind = next(k for k in MASK_KINDS if k in spec)
     for key in spec:
@@ -134,21 +103,19 @@ def build_mask(spec: Any, shape: tuple[int, int, int]) -> Mask:
                              f"{list(allowed[kind])}")
     value = spec[kind]
     if kind == "box":
-        if not isinstance(value, (list, tuple)) or len(value) != 4 or not all(_is_int(v) for v in value):
-            raise _bad("mask.box", value, "a list of four integers [top, left, height, width]")
+        if not isinstance(value, (list, tuple)) or len(value) != 4 or not all(is_int(v) for v in value):
+            raise bad("mask.box", value, "a list of four integers [top, left, height, width]")
         try:
             return box_mask(shape, *value)
         except ValueError as err:
             raise ValueError(f"mask.box = {list(value)!r}: {err}") from None
     if kind == "random":
-        if not _is_real(value) or not 0 <= value < 1:
-            raise _bad("mask.random", value, "the missing fraction, a number in [0, 1)")
-        seed = spec.get("seed", 0)
-        if not _is_int(seed) or seed < 0:
-            raise _bad("mask.seed", seed, "an integer >= 0")
-        return random_mask(shape, float(value), torch.Generator().manual_seed(int(seed)))
+        if not is_real(value) or not 0 <= value < 1:
+            raise bad("mask.random", value, "the missing fraction, a number in [0, 1)")
+        seed = integer("mask.seed", spec.get("seed", 0), 0)
+        return random_mask(shape, float(value), torch.Generator().manual_seed(seed))
     if not isinstance(value, str) or not value:
-        raise _bad("mask.file", value, "a path to an image file (white = observed)")
+        raise bad("mask.file", value, "a path to an image file (white = observed)")
     return mask_from_file(value, shape)  # errors name the file
 
 
@@ -206,17 +173,16 @@ def class_conditional(ctx: TaskContext, classifier: str = "digits_classifier", s
 def super_resolution(ctx: TaskContext, factor: int = 2, sigma_y: float = 0.0, guidance: str = "pigdm",
                      scale: float = 1.0, jacobian: str = "gaussian") -> Task:
     """×``factor`` super-resolution of ``factor``×``factor`` average pooling."""
-    if not _is_int(factor) or factor < 1:
-        raise _bad("factor", factor, "an integer >= 1")
+    factor = integer("factor", factor, 1)
     return _linear(ctx, AvgPool(factor, ctx.shape), sigma_y, guidance, scale, jacobian)
 
 
 def deblur(ctx: TaskContext, sigma: float = 1.0, kernel_size: int = 5, sigma_y: float = 0.0,
            guidance: str = "pigdm", scale: float = 1.0, jacobian: str = "gaussian") -> Task:
     """Deblurring of a circular Gaussian blur of width ``sigma`` pixels."""
-    sigma = _positive("sigma", sigma)
-    if not _is_int(kernel_size) or kernel_size < 1 or kernel_size % 2 == 0:
-        raise _bad("kernel_size", kernel_size, "an odd integer >= 1")
+    sigma = number("sigma", sigma)
+    if not is_int(kernel_size) or kernel_size < 1 or kernel_size % 2 == 0:
+        raise bad("kernel_size", kernel_size, "an odd integer >= 1")
     return _linear(ctx, GaussianBlur(sigma, kernel_size, ctx.shape), sigma_y, guidance, scale, jacobian)
 
 
@@ -224,7 +190,7 @@ def denoise(ctx: TaskContext, sigma_y: float = 0.1, guidance: str = "pigdm", sca
             jacobian: str = "gaussian") -> Task:
     """Denoising of additive Gaussian noise of standard deviation ``sigma_y`` (image units)."""
     if _non_negative("sigma_y", sigma_y) == 0:
-        raise _bad("sigma_y", sigma_y, "a number > 0 (the noise level to remove)")
+        raise bad("sigma_y", sigma_y, "a number > 0 (the noise level to remove)")
     return _linear(ctx, Identity(ctx.shape), sigma_y, guidance, scale, jacobian)
 
 
@@ -271,23 +237,6 @@ def get_factory(name: str) -> Factory:
     return factory
 
 
-def _type_of(default: Any) -> tuple[Callable[[Any], bool], str] | None:
-    """A check and its description for values replacing ``default`` (None: not checked here)."""
-    if isinstance(default, bool):
-        return (lambda v: isinstance(v, bool)), "true or false"
-    if _is_int(default):
-        return _is_int, "an integer"
-    if isinstance(default, numbers.Real):
-        return _is_real, "a number"
-    if isinstance(default, str):
-        return (lambda v: isinstance(v, str)), "a string"
-    if isinstance(default, (list, tuple)):
-        return (lambda v: isinstance(v, (list, tuple))), "a list"
-    if isinstance(default, Mapping):
-        return (lambda v: isinstance(v, Mapping)), "a mapping"
-    return None
-
-
 def check_params(name: str, factory: Factory, params: Mapping[str, Any], where: str = "task") -> None:
     """Raise naming the key, its value and what was expected for an unknown, missing or ill-typed parameter."""
     signature = inspect.signature(factory)
@@ -300,7 +249,7 @@ def check_params(name: str, factory: Factory, params: Mapping[str, Any], where: 
                 continue
             raise ValueError(f"{where}.{key} = {value!r}: unknown parameter of task {name!r}; expected one of "
                              f"{list(accepted) or 'no parameters'}")
-        check = _type_of(accepted[key].default)
+        check = type_of(accepted[key].default)
         if check is not None and not check[0](value):
             raise ValueError(f"{where}.{key} = {value!r}: expected {check[1]} (task {name!r})")
     missing = [k for k, p in accepted.items() if p.default is inspect.Parameter.empty and k not in params]
@@ -315,7 +264,7 @@ def build_task(spec: Any, ctx: TaskContext, where: str = "task") -> Task:
     """
     if isinstance(spec, (list, tuple)):
         if len(spec) == 0:
-            raise _bad(where, spec, "a task spec {name: NAME, ...} or a list of two or more")
+            raise bad(where, spec, "a task spec {name: NAME, ...} or a list of two or more")
         if len(spec) == 1:
             return build_task(spec[0], ctx, f"{where}[0]")
         return Composite([build_task(s, ctx, f"{where}[{i}]") for i, s in enumerate(spec)])

@@ -17,16 +17,16 @@ from __future__ import annotations
 import copy
 import dataclasses
 import inspect
-import math
-import numbers
-import re
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any, Callable
 
 import yaml
 
 from ..atomic import atomic_open
+from ..config import (apply_set, bad, boolean, choice, integer, is_real, number, parse_sets, parse_value,
+                      read_yaml, sde_name, type_of)
 
 SECTIONS = ("data", "sde", "model", "training", "output")
 
@@ -34,72 +34,7 @@ SECTIONS = ("data", "sde", "model", "training", "output")
 RESUMABLE_KEYS = ("steps", "checkpoint_every", "sample_every", "n_samples", "sample_steps", "sample_corrector",
                   "sample_snr", "log_every", "num_workers")
 
-
-# --- YAML with 1e-3 read as a number -----------------------------------------------------------------
-
-class _Loader(yaml.SafeLoader):
-    """PyYAML's safe loader, with YAML 1.2 floats: ``1e-3`` is a float, not the string '1e-3'."""
-
-
-_Loader.add_implicit_resolver(
-    "tag:yaml.org,2002:float",
-    re.compile(r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
-                    |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
-                    |\.[0-9_]+(?:[eE][-+]?[0-9]+)?
-                    |[-+]?\.(?:inf|Inf|INF)
-                    |\.(?:nan|NaN|NAN))$""", re.X),
-    list("-+0123456789."),
-)
-
-
-def parse_value(text: str) -> Any:
-    """A ``--set`` value as YAML: ``3`` → 3, ``1e-3`` → 0.001, ``[1, 2]`` → [1, 2], ``null`` → None, else the string."""
-    try:
-        return yaml.load(text, Loader=_Loader)
-    except yaml.YAMLError:
-        return text
-
-
-# --- value checks --------------------------------------------------------------------------------------
-
-def _is_int(v: Any) -> bool:
-    return isinstance(v, numbers.Integral) and not isinstance(v, bool)
-
-
-def _is_real(v: Any) -> bool:
-    return isinstance(v, numbers.Real) and not isinstance(v, bool)
-
-
-def _int(low: int) -> Callable[[Any], tuple[bool, Any, str]]:
-    def check(v: Any) -> tuple[bool, Any, str]:
-        return _is_int(v) and v >= low, int(v) if _is_int(v) else v, f"an integer >= {low}"
-    return check
-
-
-def _real(low: float, high: float = math.inf, low_open: bool = True, high_open: bool = True,
-          optional: bool = False) -> Callable[[Any], tuple[bool, Any, str]]:
-    lo, hi = ("(" if low_open else "["), (")" if high_open else "]")
-    what = f"a number in {lo}{low}, {high}{hi}" + (" or null (off)" if optional else "")
-
-    def check(v: Any) -> tuple[bool, Any, str]:
-        if v is None and optional:
-            return True, None, what
-        if not _is_real(v) or not math.isfinite(float(v)):
-            return False, v, what
-        v = float(v)
-        ok = (v > low if low_open else v >= low) and (v < high if high_open else v <= high)
-        return ok, v, what
-    return check
-
-
-def _bool(v: Any) -> tuple[bool, Any, str]:
-    return isinstance(v, bool), v, "true or false"
-
-
-def _choice(*options: str) -> Callable[[Any], tuple[bool, Any, str]]:
-    def check(v: Any) -> tuple[bool, Any, str]:
-        return v in options, v, f"one of {list(options)}"
-    return check
+SET_FORM = "section.key=value, e.g. --set training.steps=100"  # what a training --set item looks like
 
 
 @dataclass(frozen=True)
@@ -125,13 +60,16 @@ class TrainingConfig:
     amp: bool = False              # mixed precision (float16 autocast + GradScaler); CUDA only, ignored on CPU
     num_workers: int = 0           # DataLoader worker processes
 
-    CHECKS = {  # no annotation: a class attribute, not a field
-        "steps": _int(1), "batch_size": _int(1), "lr": _real(0.0), "warmup": _int(0),
-        "grad_clip": _real(0.0, optional=True), "ema_decay": _real(0.0, 1.0, low_open=False),
-        "weighting": _choice("paper", "likelihood"), "reduce_mean": _bool, "checkpoint_every": _int(1),
-        "sample_every": _int(0), "n_samples": _int(1), "sample_steps": _int(1),
-        "sample_corrector": _choice("langevin", "none"), "sample_snr": _real(0.0), "log_every": _int(1),
-        "seed": _int(0), "amp": _bool, "num_workers": _int(0),
+    CHECKS = {  # no annotation: a class attribute, not a field; check(key, value) -> the plain value
+        "steps": partial(integer, low=1), "batch_size": partial(integer, low=1), "lr": number,
+        "warmup": partial(integer, low=0), "grad_clip": partial(number, optional=True),
+        "ema_decay": partial(number, strict=False, high=1.0),
+        "weighting": partial(choice, options=("paper", "likelihood")), "reduce_mean": boolean,
+        "checkpoint_every": partial(integer, low=1), "sample_every": partial(integer, low=0),
+        "n_samples": partial(integer, low=1), "sample_steps": partial(integer, low=1),
+        "sample_corrector": partial(choice, options=("langevin", "none")), "sample_snr": number,
+        "log_every": partial(integer, low=1), "seed": partial(integer, low=0), "amp": boolean,
+        "num_workers": partial(integer, low=0),
     }
 
     @classmethod
@@ -144,10 +82,7 @@ class TrainingConfig:
         for key, value in values.items():
             if key not in known:
                 raise ValueError(f"unknown key {key!r} in section 'training'; expected one of {known}")
-            ok, plain, expected = cls.CHECKS[key](value)
-            if not ok:
-                raise ValueError(f"training.{key} = {value!r}: expected {expected}")
-            out[key] = plain
+            out[key] = cls.CHECKS[key](f"training.{key}", value)
         return cls(**out)
 
 
@@ -217,16 +152,13 @@ def check_sde(values: Any) -> dict[str, Any]:
     from ..sde import SDES, sde_from_config
 
     kind, params = _section("sde", values, "kind")
-    key = kind.lower().replace("-", "").replace("_", "")
-    if key not in SDES:
-        raise ValueError(f"sde.kind = {kind!r}: expected one of {sorted(SDES)}")
+    key = sde_name("sde.kind", kind)
     _check_signature("sde", f"{SDES[key].__name__}", SDES[key], params)
     for name, value in params.items():
         if name == "N":
-            if not _is_int(value) or value < 1:
-                raise ValueError(f"sde.N = {value!r}: expected an integer >= 1")
-        elif not _is_real(value):
-            raise ValueError(f"sde.{name} = {value!r}: expected a number")
+            integer("sde.N", value, 1)
+        elif not is_real(value):
+            raise bad(f"sde.{name}", value, "a number")
         else:
             params[name] = float(value)
     try:
@@ -272,25 +204,16 @@ def check_data(values: Any) -> dict[str, Any]:
 
 
 def _check_types(section: str, fn: Callable, kwargs: dict[str, Any]) -> None:
-    """Raise naming key, value and expected type when a value's type differs from the default's (bool, int,
-    number, string); arguments without a default or defaulting to None are left to ``fn``."""
+    """Raise naming key, value and expected type when a value's type differs from the default's (``type_of``;
+    null may replace a string); arguments without a default or defaulting to None are left to ``fn``."""
     params = inspect.signature(fn).parameters
     for key, value in kwargs.items():
         default = params[key].default if key in params else None
-        if default is None or default is inspect.Parameter.empty:
+        check = None if default is inspect.Parameter.empty else type_of(default)
+        if check is None or (value is None and isinstance(default, str)):
             continue
-        if isinstance(default, bool):
-            ok, expected = isinstance(value, bool), "true or false"
-        elif _is_int(default):
-            ok, expected = _is_int(value), "an integer"
-        elif _is_real(default):
-            ok, expected = _is_real(value), "a number"
-        elif isinstance(default, str):
-            ok, expected = isinstance(value, str) or value is None, "a string"
-        else:
-            continue
-        if not ok:
-            raise ValueError(f"{section}.{key} = {value!r}: expected {expected}")
+        if not check[0](value):
+            raise bad(f"{section}.{key}", value, check[1])
 
 
 def _dataset_loader(data_module: Any, name: str) -> Callable | None:
@@ -304,52 +227,30 @@ def _dataset_loader(data_module: Any, name: str) -> Callable | None:
     return None
 
 
-# --- files and overrides ---------------------------------------------------------------------------------
+# --- overrides ------------------------------------------------------------------------------------------
 
 def apply_overrides(config: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
-    """A copy of ``config`` with each dotted key (``section.key`` or ``output``) set to its value."""
+    """A copy of ``config`` with each dotted key (``section.key[.sub...]`` or ``output``) set to its value.
+
+    The section must be one of ``SECTIONS`` and is never replaced whole (``output`` excepted); below it,
+    ``invsgm.config.apply_set`` walks mappings and list indices (``model.ch_mult.0``).
+    """
     config = copy.deepcopy(config)
     for dotted, value in overrides.items():
         parts = dotted.split(".")
         if parts[0] not in SECTIONS:
             raise ValueError(f"--set {dotted}: unknown section {parts[0]!r}; expected one of {list(SECTIONS)}")
-        if parts[0] == "output":
-            if len(parts) != 1:
-                raise ValueError(f"--set {dotted}: 'output' has no sub-keys")
-            config["output"] = value
-            continue
-        if len(parts) != 2 or not parts[1]:
-            raise ValueError(f"--set {dotted}: expected section.key=value, e.g. training.steps=100")
-        section = config.setdefault(parts[0], {})
-        if not isinstance(section, dict):
-            raise ValueError(f"--set {dotted}: section {parts[0]!r} is not a mapping")
-        section[parts[1]] = value
+        if parts[0] == "output" and len(parts) != 1:
+            raise ValueError(f"--set {dotted}: 'output' has no sub-keys")
+        if parts[0] != "output" and (len(parts) < 2 or not all(parts)):
+            raise ValueError(f"--set {dotted}: expected {SET_FORM}")
+        apply_set(config, parts, value, dotted)
     return config
 
 
 def parse_overrides(items: list[str] | None) -> dict[str, Any]:
     """``['training.steps=10', 'model.ch_mult=[1,2]']`` → ``{'training.steps': 10, 'model.ch_mult': [1, 2]}``."""
-    out: dict[str, Any] = {}
-    for item in items or []:
-        key, sep, text = item.partition("=")
-        if not sep or not key.strip():
-            raise ValueError(f"--set {item!r}: expected section.key=value, e.g. training.steps=100")
-        out[key.strip()] = parse_value(text.strip())
-    return out
-
-
-def read_yaml(path: str | Path) -> dict[str, Any]:
-    """The mapping in a YAML file (``1e-3`` read as a number); FileNotFoundError names the file."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"config file not found: {path}")
-    try:
-        values = yaml.load(path.read_text(), Loader=_Loader)
-    except yaml.YAMLError as err:
-        raise ValueError(f"{path}: not valid YAML: {err}") from None
-    if not isinstance(values, dict):
-        raise ValueError(f"{path}: expected a mapping with sections {list(SECTIONS)}, got {type(values).__name__}")
-    return values
+    return parse_sets(items or [], SET_FORM)
 
 
 def load_config(path: str | Path, overrides: dict[str, Any] | list[str] | None = None,
@@ -358,7 +259,7 @@ def load_config(path: str | Path, overrides: dict[str, Any] | list[str] | None =
 
     Without an ``output`` key the run goes to ``runs/<file stem>``.
     """
-    values = read_yaml(path)
+    values = read_yaml(path, "config", SECTIONS)
     values.setdefault("output", f"runs/{Path(path).stem}")
     if isinstance(overrides, list):
         overrides = parse_overrides(overrides)

@@ -60,7 +60,7 @@ class Objective(Protocol):
     metrics: tuple[str, ...]
 
     def wrap(self, net: nn.Module, sde: SDE) -> nn.Module:
-        """The module the loss calls (and DDP wraps): ``ScoreModel`` or ``TimeConditionalClassifier``."""
+        """The module the loss calls (and DDP wraps): a ``NetworkDenoiser`` or ``TimeConditionalClassifier``."""
 
     def loss(self, model: nn.Module, sde: SDE, x0: torch.Tensor, y: torch.Tensor, generator: torch.Generator,
              layout: Layout) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -77,9 +77,9 @@ class ScoreObjective:
         self.weighting, self.reduce_mean = weighting, reduce_mean
 
     def wrap(self, net: nn.Module, sde: SDE) -> nn.Module:
-        from ..models.score import ScoreModel
+        from ..denoisers import score_sde_denoiser
 
-        return ScoreModel(net, sde)
+        return score_sde_denoiser(net, sde)
 
     def loss(self, model, sde, x0, y, generator, layout):
         if not layout.distributed:
@@ -262,12 +262,12 @@ def sample_images(net: nn.Module, sde: SDE, n: int, shape: tuple[int, ...], step
                   corrector: str = "langevin", snr: float = 0.16, flat: bool = False,
                   device: torch.device | str = "cpu") -> torch.Tensor:
     """``n`` PC samples (reverse diffusion + Langevin) of the score network ``net``, mapped to [0, 1]."""
-    from ..models.score import ScoreModel
+    from ..denoisers import score_sde_denoiser
     from ..sampling import default_timesteps, langevin, reverse_diffusion, sample_pc
 
     was_training = net.training
     net.eval()
-    score = ScoreModel(_FlatNet(net) if flat else net, sde)
+    score = score_sde_denoiser(_FlatNet(net) if flat else net, sde)
     g = torch.Generator(device=device).manual_seed(seed)
     x = sde.prior_sampling((n, *shape), generator=g, device=device)
     x = sample_pc(score, sde, x, default_timesteps(sde, steps), predictor=reverse_diffusion,
