@@ -16,7 +16,7 @@ import time
 
 import torch
 
-from invsgm.models import ScoreModel
+from invsgm.denoisers import score_sde_denoiser
 from invsgm.models.build import build_model
 from invsgm.models.unet import parameter_count
 from invsgm.official import load_score_sde_checkpoint, preset_card
@@ -51,7 +51,7 @@ def main() -> None:
         card = preset_card(PRESET, **overrides)
         net = build_model(**card["model"]).to(device).eval()
         sde = sde_from_config(**card["sde"])
-        model = ScoreModel(net, sde).eval()
+        model = score_sde_denoiser(net, sde).eval()
     size, channels = card["data"]["image_size"], card["data"]["channels"]
     g = torch.Generator(device).manual_seed(args.seed)
     x = sde.prior_sampling((args.batch, channels, size, size), generator=g).to(device)

@@ -14,7 +14,7 @@ import time
 
 import torch
 
-from invsgm.models import ScoreModel
+from invsgm.denoisers import score_sde_denoiser
 from invsgm.models.unet import parameter_count, unet_cpu_small
 from invsgm.sampling import (default_timesteps, euler_maruyama, langevin, reverse_diffusion, sample_ode,
                              sample_pc)
@@ -44,7 +44,7 @@ def main() -> None:
     torch.manual_seed(0)
     sde = VPSDE()
     net = unet_cpu_small(in_channels=3, image_size=32)
-    model = ScoreModel(net, sde).eval()
+    model = score_sde_denoiser(net, sde).eval()
     x0 = sde.prior_sampling((args.batch, 3, 32, 32), generator=torch.Generator().manual_seed(0))
     ts = default_timesteps(sde, args.steps)
 

@@ -25,6 +25,11 @@ def test_logits_shape(channels, size):
     assert logits.shape == (3, 7) and torch.isfinite(logits).all()
 
 
+def _label(sde, t: torch.Tensor) -> torch.Tensor:
+    """score_sde's network labels: σ(t) on VE, 999 t on VP."""
+    return sde.sigma(t) if isinstance(sde, VESDE) else 999.0 * t
+
+
 @pytest.mark.parametrize("sde, embedding", [(VESDE(0.01, 50.0), "fourier"), (VPSDE(), "positional")])
 def test_noise_level_changes_logits(sde, embedding):
     torch.manual_seed(0)
@@ -33,7 +38,7 @@ def test_noise_level_changes_logits(sde, embedding):
     x = torch.randn(4, 1, 16, 16)
     with torch.no_grad():
         a, b = clf(x, 0.2), clf(x, 0.8)
-        torch.testing.assert_close(a, net(x, sde.noise_level(torch.full((4,), 0.2))))
+        torch.testing.assert_close(a, net(x, _label(sde, torch.full((4,), 0.2))))
     diff = (a - b).abs().max().item()
     print(f"\n{embedding}: max |logits(t=0.2) − logits(t=0.8)| = {diff:.3g}")
     assert diff > 1e-3
@@ -55,7 +60,7 @@ def test_log_prob_grad_is_gradient_of_log_softmax():
     reference = torch.empty_like(x)
     for i in range(4):
         xi = x[i:i + 1].clone().requires_grad_(True)
-        logp = F.log_softmax(net(xi, sde.noise_level(t[i:i + 1])), dim=1)[0, y[i]]
+        logp = F.log_softmax(net(xi, _label(sde, t[i:i + 1])), dim=1)[0, y[i]]
         (reference[i:i + 1],) = torch.autograd.grad(logp, xi)
     torch.testing.assert_close(grad, reference)
     torch.testing.assert_close(grad_no_grad, reference)

@@ -9,7 +9,8 @@ import torch
 from torch import nn
 
 from invsgm.fit import fit_score_model
-from invsgm.models import MLPScoreNet, ScoreModel
+from invsgm.denoisers import score_sde_denoiser
+from invsgm.models import MLPScoreNet
 from invsgm.losses import dsm_loss, dsm_losses, sliced_score_matching_loss, sliced_score_matching_losses
 from invsgm.priors import GaussianMixture
 from invsgm.sampling import default_timesteps, langevin, reverse_diffusion, sample_ode, sample_pc
@@ -282,7 +283,7 @@ def test_fit_mlp_and_sample_reproduces_mixture(name):
     make_sde, sampler = E2E[name]
     sde, gm = make_sde(), ring_mixture()
     torch.manual_seed(0)
-    model = ScoreModel(MLPScoreNet(2, hidden=64, depth=4), sde)
+    model = score_sde_denoiser(MLPScoreNet(2, hidden=64, depth=4), sde)
     cpu0 = time.process_time()
     res = fit_score_model(model, sde, gm.sample, steps=8000, batch_size=256, lr=4e-3, warmup=100,
                           cosine_decay=True, ema_decay=0.999, generator=torch.Generator().manual_seed(0))

@@ -1,4 +1,4 @@
-"""Score networks: U-Net shapes and variants, FIR resampling, ScoreModel scaling, MLP training, official layout."""
+"""Score networks: U-Net shapes and variants, FIR resampling, MLP training, official layout."""
 from __future__ import annotations
 
 import json
@@ -12,7 +12,8 @@ import pytest
 import torch
 from torch import nn
 
-from invsgm.models import MLPScoreNet, ScoreModel, UNet, parameter_count, unet_cpu_small, unet_gpu
+from invsgm.denoisers import score_sde_denoiser
+from invsgm.models import MLPScoreNet, UNet, parameter_count, unet_cpu_small, unet_gpu
 from invsgm.models import layers
 from invsgm.sde import SubVPSDE, VESDE, VPSDE
 
@@ -203,38 +204,6 @@ def test_fused_fir_conv_equals_resample_then_conv(direction):
     torch.testing.assert_close(fused[..., crop:-crop, crop:-crop], ref[..., crop:-crop, crop:-crop])
 
 
-# --- ScoreModel scaling --------------------------------------------------------------------------
-
-class _ProbeNet(nn.Module):
-    """raw = x + label (broadcast); remembers the label it received."""
-
-    def forward(self, x: torch.Tensor, noise_label: torch.Tensor) -> torch.Tensor:
-        self.label = noise_label
-        return x + noise_label.reshape(-1, *([1] * (x.ndim - 1)))
-
-
-@pytest.mark.parametrize("sde, sign", [(VESDE(0.01, 50.0), 1.0), (VPSDE(), -1.0), (SubVPSDE(), -1.0)])
-def test_score_model_scaling(sde, sign):
-    t = torch.tensor([0.1, 0.5, 0.9])
-    x = torch.randn(3, 2, 4, 4)
-    probe = _ProbeNet()
-    score = ScoreModel(probe, sde)(x, t)
-    _, std = sde.marginal_coeffs(t)
-    torch.testing.assert_close(probe.label, sde.noise_level(t))
-    torch.testing.assert_close(score * std[:, None, None, None], sign * probe(x, sde.noise_level(t)))
-
-
-@pytest.mark.parametrize("sde, embedding", [(VESDE(0.01, 50.0), "fourier"), (VPSDE(), "positional")])
-def test_score_model_wraps_unet(sde, embedding):
-    net = UNet(in_channels=1, image_size=16, ch_mult=(1, 2), embedding_type=embedding, init_scale=1.0, **TINY).eval()
-    x, t = torch.randn(2, 1, 16, 16), torch.tensor([0.2, 0.7])
-    _, std = sde.marginal_coeffs(t)
-    sign = 1.0 if isinstance(sde, VESDE) else -1.0
-    with torch.no_grad():
-        torch.testing.assert_close(ScoreModel(net, sde)(x, t) * std[:, None, None, None],
-                                   sign * net(x, sde.noise_level(t)))
-
-
 # --- presets -------------------------------------------------------------------------------------
 
 def test_preset_parameter_counts():
@@ -298,7 +267,7 @@ def test_mlp_learns_mixture_score(sde, embedding):
     angles = torch.arange(4) * math.pi / 2
     mixture = GaussianMixture(2.0 * torch.stack([angles.cos(), angles.sin()], 1), covariances=0.05)
     torch.manual_seed(0)
-    model = ScoreModel(MLPScoreNet(2, embedding=embedding), sde)
+    model = score_sde_denoiser(MLPScoreNet(2, embedding=embedding), sde)
     g = torch.Generator().manual_seed(1)
     result = fit_score_model(model, sde, lambda n, gen: mixture.sample(n, gen).float(), steps=1000, batch_size=256,
                              lr=2e-3, ema_decay=0.99, warmup=100, cosine_decay=True, generator=g)
@@ -349,7 +318,7 @@ def test_official_layout_matches_reference(folder):
     x = vectors["x"] if card["data"]["centered"] else 2 * vectors["x"] - 1  # the official net centres [0, 1] data
     with torch.no_grad():
         raw = net(x, vectors["labels"])
-    if card["model"]["scale_by_sigma"]:  # the official NCSN++ divides by σ inside; ours leaves it to ScoreModel
+    if card["model"]["scale_by_sigma"]:  # the official NCSN++ divides by σ inside; ours leaves it to the denoiser
         raw = raw / vectors["labels"][:, None, None, None]
     rel = ((raw - vectors["raw"]).abs().max() / vectors["raw"].abs().max()).item()
     print(f"\n{folder}: {parameter_count(net):,} trainable parameters, relative max-abs error {rel:.2e}")

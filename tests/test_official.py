@@ -60,7 +60,7 @@ def test_reference_outputs_after_load_and_export(folder, tmp_path):
     with torch.no_grad():
         raw = _official_raw(m.net, v["x"], v["labels"], card["model"]["scale_by_sigma"])
         score = m.model(v["x"], v["t"])
-    errors = {"labels": _rel(m.sde.noise_level(v["t"]), v["labels"]), "raw": _rel(raw, v["raw"]),
+    errors = {"labels": _rel(m.model.label(v["t"]), v["labels"]), "raw": _rel(raw, v["raw"]),
               "score": _rel(score, v["score"])}
 
     out = export_checkpoint(root / "checkpoint.pth", preset, tmp_path / "exported", **overrides)

@@ -1,6 +1,7 @@
-"""Measurement operators: adjointness, exact Gram solves and pseudo-inverses against dense matrices
-built from the operators themselves, the default conjugate-gradient solve, mask constructors,
-the Fourier eigenvalues of the circular blur, the colour basis, and shape errors."""
+"""Measurement operators: adjointness, exact Gram solves, proximal solves and pseudo-inverses against
+dense matrices built from the operators themselves, the default conjugate-gradient solve, the SVDs
+(orthogonality, reconstruction, singular values), mask constructors, the Fourier eigenvalues of the
+circular blur, the colour basis, and shape errors."""
 import math
 
 import numpy as np
@@ -8,7 +9,7 @@ import pytest
 import torch
 
 from invsgm import operators as ops
-from invsgm.imageio import write_png
+from invsgm.imageio import mask_from_file, write_png
 
 F64 = torch.float64
 
@@ -258,20 +259,20 @@ def test_mask_from_file_round_trip(tmp_path, rgb):
     observed = torch.rand(9, 7, generator=_gen(23)) < 0.5
     image = observed.numpy().astype(np.uint8) * 255
     path = write_png(tmp_path / "mask.png", np.repeat(image[..., None], 3, axis=2) if rgb else image)
-    op = ops.mask_from_file(path, (3, 9, 7))
+    op = mask_from_file(path, (3, 9, 7))
     assert torch.equal(op.mask, observed[None]) and op.in_shape == (3, 9, 7)
 
 
 def test_mask_from_file_errors_name_the_file(tmp_path):
     path = write_png(tmp_path / "small.png", np.full((9, 7), 255, dtype=np.uint8))
     with pytest.raises(ValueError, match=r"small\.png.*9x7.*10x7"):
-        ops.mask_from_file(path, (3, 10, 7))
+        mask_from_file(path, (3, 10, 7))
     garbage = tmp_path / "garbage.png"
     garbage.write_bytes(b"this is not an image")
     with pytest.raises(ValueError, match=r"garbage\.png"):
-        ops.mask_from_file(garbage, (3, 9, 7))
+        mask_from_file(garbage, (3, 9, 7))
     with pytest.raises(ValueError, match=r"missing\.png"):
-        ops.mask_from_file(tmp_path / "missing.png", (3, 9, 7))
+        mask_from_file(tmp_path / "missing.png", (3, 9, 7))
 
 
 def test_avgpool_divisibility_error():
@@ -339,3 +340,149 @@ def test_color_basis_round_trip_and_grey():
         ops.to_basis(torch.zeros(1, 2, 4, 4))
     with pytest.raises(ValueError, match="Grey.*3 channels"):
         ops.Grey((1, 4, 4))
+
+
+# --- SVD -----------------------------------------------------------------------------------------
+
+SVD_NAMES = [name for name in NAMES if name != "dense_cg"]  # every operator of the library has one
+
+
+def _rel(got: torch.Tensor, want: torch.Tensor) -> float:
+    return float((got - want).norm() / want.norm())
+
+
+@pytest.mark.parametrize("name", SVD_NAMES)
+def test_svd_bases_are_orthogonal(name):
+    op = FACTORIES[name]()
+    svd = op.svd()
+    d, m = math.prod(op.in_shape), math.prod(op.out_shape)
+    x, y = _rand(op.in_shape, 30), _rand(op.out_shape, 31)
+    cx, cy = _rand((d,), 32), _rand((m,), 33)
+    assert svd.Vt(x).shape == (3, d) and svd.V(cx).shape == x.shape
+    assert svd.Ut(y).shape == (3, m) and svd.U(cy).shape == y.shape
+    assert _rel(svd.V(svd.Vt(x)), x) < 1e-12 and _rel(svd.Vt(svd.V(cx)), cx) < 1e-12
+    assert _rel(svd.U(svd.Ut(y)), y) < 1e-12 and _rel(svd.Ut(svd.U(cy)), cy) < 1e-12
+    assert torch.allclose(svd.Vt(x).norm(dim=1), x.flatten(1).norm(dim=1), rtol=1e-12)
+    assert torch.allclose(svd.Ut(y).norm(dim=1), y.flatten(1).norm(dim=1), rtol=1e-12)
+
+
+@pytest.mark.parametrize("name", SVD_NAMES)
+def test_svd_reconstructs_the_operator(name):
+    op = FACTORIES[name]()
+    svd = op.svd()
+    d, m = math.prod(op.in_shape), math.prod(op.out_shape)
+    k = min(d, m)
+    assert svd.s.shape == (k,) and svd.s.dtype == F64 and svd.s.device.type == "cpu" and bool((svd.s >= 0).all())
+    x = _rand(op.in_shape, 34)
+    Ax = op(x)
+    scaled = svd.s * svd.Vt(x)[:, :k]
+    assert _rel(svd.Ut(Ax)[:, :k], scaled) < 1e-10
+    assert float(svd.Ut(Ax)[:, k:].norm()) < 1e-12 * float(Ax.norm())
+    assert _rel(svd.U(torch.nn.functional.pad(scaled, (0, m - k))), Ax) < 1e-10
+
+
+@pytest.mark.parametrize("name", SVD_NAMES)
+def test_svd_singular_values_match_dense(name):
+    op = FACTORIES[name]()
+    want = torch.linalg.svdvals(_dense(op)).sort().values
+    assert torch.allclose(op.svd().s.sort().values, want, rtol=0, atol=1e-12 * float(want.max()))
+
+
+@pytest.mark.parametrize("name", SVD_NAMES)
+def test_svd_follows_input_dtype(name):
+    op = FACTORIES[name]()
+    svd = op.svd()
+    x, y = _rand(op.in_shape, 35).float(), _rand(op.out_shape, 36).float()
+    for out in (svd.Vt(x), svd.V(svd.Vt(x)), svd.Ut(y), svd.U(svd.Ut(y))):
+        assert out.dtype == torch.float32
+    assert torch.allclose(svd.V(svd.Vt(x)), x, atol=1e-5)
+
+
+def test_default_svd_names_the_operator():
+    with pytest.raises(NotImplementedError, match="_Dense has no SVD"):
+        FACTORIES["dense_cg"]().svd()
+
+
+def test_avgpool_svd_first_coordinates_are_scaled_block_means():
+    op = ops.AvgPool(2, (2, 4, 6))
+    x = _rand(op.in_shape, 37)
+    m = math.prod(op.out_shape)
+    assert torch.allclose(op.svd().Vt(x)[:, :m], 2 * op(x).flatten(1), atol=1e-14)  # block sum / k = k · mean
+
+
+def test_grey_svd_puts_luminance_first():
+    op = ops.Grey((3, 4, 6))
+    x = _rand(op.in_shape, 38)
+    assert torch.allclose(op.svd().Vt(x), ops.to_basis(x).flatten(1), atol=1e-15)
+    assert torch.allclose(op.svd().Vt(x)[:, :24], op(x).flatten(1), atol=1e-14)
+
+
+@pytest.mark.parametrize("name", ["blur3", "blur5"])
+def test_blur_frequency_response_is_real_and_even(name):
+    op = FACTORIES[name]()
+    C, H, W = op.in_shape
+    lam = torch.fft.fft2(torch.fft.irfft2(op.frequency_response, s=(H, W)))  # full grid of the embedded kernel
+    assert float(lam.imag.abs().max()) < 1e-15
+    reflected = lam.real.flip(-2, -1).roll((1, 1), dims=(-2, -1))  # λ(−ω) at ω, indices mod (H, W)
+    assert torch.allclose(reflected, lam.real, atol=1e-15)
+    assert torch.allclose(op.svd().s, lam.real.abs().flatten().repeat(C), atol=1e-15)
+    assert bool((lam.real < 0).any()) == (name == "blur5")  # blur5 exercises sign(λ) in U
+
+
+def test_blur_svd_rejects_an_uneven_kernel():
+    op = ops.GaussianBlur(1.0, 3, (1, 6, 6))
+    op.kernel = torch.rand(1, 3, 3, generator=_gen(39), dtype=F64)
+    with pytest.raises(ValueError, match="GaussianBlur.*not even"):
+        op.svd()
+
+
+# --- proximal solves -----------------------------------------------------------------------------
+
+RHOS = [0.7, torch.tensor([0.1, 1.0, 10.0], dtype=F64)]
+
+
+def _dense_normal_solve(A: torch.Tensor, v: torch.Tensor, rho: torch.Tensor) -> torch.Tensor:
+    """(ρ_i I + AᵀA)⁻¹ v_i per sample by dense solves."""
+    AtA, eye = A.T @ A, torch.eye(A.shape[1], dtype=F64)
+    return torch.stack([torch.linalg.solve(rho[i] * eye + AtA, v[i].flatten()) for i in range(len(v))]).reshape(v.shape)
+
+
+@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("rho", RHOS, ids=["float", "per_sample"])
+def test_normal_solve_matches_dense(name, rho):
+    op = FACTORIES[name]()
+    v = _rand(op.in_shape, 40)
+    assert _rel(op.normal_solve(v, rho), _dense_normal_solve(_dense(op), v, _vec(rho))) < 1e-10
+
+
+@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("rho", RHOS, ids=["float", "per_sample"])
+def test_prox_matches_dense(name, rho):
+    op = FACTORIES[name]()
+    A = _dense(op)
+    z, y = _rand(op.in_shape, 41), _rand(op.out_shape, 42)
+    rhs = (y.flatten(1) @ A).reshape(z.shape) + _vec(rho).reshape(-1, *[1] * len(op.in_shape)) * z
+    assert _rel(op.prox(z, y, rho), _dense_normal_solve(A, rhs, _vec(rho))) < 1e-10
+
+
+def test_prox_solves_the_regularised_least_squares():
+    op = ops.AvgPool(2, (1, 4, 4))
+    z, y, rho = _rand(op.in_shape, 43), _rand(op.out_shape, 44), 0.3
+    x = op.prox(z, y, rho)
+    gradient = op.adjoint(op(x) - y) + rho * (x - z)
+    assert float(gradient.abs().max()) < 1e-14
+
+
+def test_normal_solve_checks_its_arguments():
+    op = ops.AvgPool(2, (1, 4, 4))
+    v = _rand(op.in_shape, 45)
+    with pytest.raises(ValueError, match="AvgPool: rho must be > 0"):
+        op.normal_solve(v, 0.0)
+    with pytest.raises(ValueError, match="AvgPool: rho must be > 0"):
+        op.prox(v, op(v), torch.tensor([1.0, -1.0, 1.0], dtype=F64))
+    with pytest.raises(ValueError, match="rho must be a float or have shape"):
+        op.normal_solve(v, torch.ones(2, dtype=F64))
+    with pytest.raises(ValueError, match="AvgPool: v must have shape"):
+        op.normal_solve(op(v), 1.0)
+    with pytest.raises(ValueError, match="AvgPool: y must have shape"):
+        op.prox(v, v, 1.0)

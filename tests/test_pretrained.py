@@ -13,7 +13,8 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 import invsgm.pretrained as pretrained
-from invsgm.models import (MLPScoreNet, NoiseConditionalClassifier, ScoreModel, TimeConditionalClassifier, UNet,
+from invsgm.denoisers import NetworkDenoiser, score_sde_denoiser
+from invsgm.models import (MLPScoreNet, NoiseConditionalClassifier, TimeConditionalClassifier, UNet,
                            build_model, model_config)
 from invsgm.pretrained import (PretrainedNotFoundError, card_from_weights, from_model_space, load_pretrained,
                                save_pretrained, to_model_space)
@@ -62,8 +63,8 @@ def test_round_trip_gives_identical_outputs(tmp_path, model, task, sde):
     net.eval()
     with torch.no_grad():
         if task == "score":
-            assert isinstance(loaded.model, ScoreModel)
-            assert torch.equal(loaded.model(x, t), ScoreModel(net, ref_sde)(x, t))
+            assert isinstance(loaded.model, NetworkDenoiser)
+            assert torch.equal(loaded.model(x, t), score_sde_denoiser(net, ref_sde)(x, t))
         else:
             assert isinstance(loaded.model, TimeConditionalClassifier)
             ref = TimeConditionalClassifier(net, ref_sde)
