@@ -1,0 +1,141 @@
+"""Solver and guidance names → objects: the table behind the ``sampler:`` section of ``invsgm run`` YAML files.
+
+A sampler spec is ``{name: NAME, steps: N, n_samples: N, batch_size: N, **params}``: ``steps``, ``n_samples``
+and ``batch_size`` are ``solve``'s, every other key is a constructor argument of the solver class
+``SOLVERS[NAME]`` (e.g. ``eta`` of DDRM), checked against its signature: an unknown key, or a value of
+another kind than the parameter's default, raises a ``ValueError`` naming the key. Two kinds of values
+are names turned into objects here:
+
+- ``guidance``: ``{name: pigdm | dps | classifier | replacement, **params}`` (``GUIDANCE``), or a list of
+  such specs, one per part of a composite task (class guidance + inpainting), or ``auto`` (the default:
+  ``invsgm.guidance.default_guidance``);
+- ``predictor`` / ``corrector`` of the PC sampler: names in ``invsgm.sampling.PREDICTORS`` / ``CORRECTORS``.
+
+Third-party solvers register under the ``invsgm.solvers`` entry-point group (the entry point's name is
+the YAML name; it loads a ``Solver`` subclass); built-in names take precedence::
+
+    [project.entry-points."invsgm.solvers"]
+    my_solver = "my_package.solvers:MySolver"
+"""
+from __future__ import annotations
+
+import importlib.metadata
+import inspect
+from typing import Any, Callable, Mapping
+
+from ..guidance import DPS, Classifier, Composite, Guidance, PiGDM, Replacement
+from ..sampling import CORRECTORS, PREDICTORS
+from ..solvers import DAPS, DDRM, PC, SMC, DiffPIR, RePaint, Solver
+from .checks import bad, choice, integer, type_of
+
+ENTRY_POINT_GROUP = "invsgm.solvers"
+SOLVERS: dict[str, type[Solver]] = {"pc": PC, "smc": SMC, "ddrm": DDRM, "diffpir": DiffPIR, "daps": DAPS,
+                                    "repaint": RePaint}
+GUIDANCE: dict[str, type[Guidance]] = {"pigdm": PiGDM, "dps": DPS, "classifier": Classifier,
+                                       "replacement": Replacement}
+RUN_KEYS = {"steps": 1, "n_samples": 1, "batch_size": 1}  # solve()'s keys, with their lowest value
+
+
+def _entry_points() -> dict[str, importlib.metadata.EntryPoint]:
+    return {ep.name: ep for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP)}
+
+
+def available_solvers() -> list[str]:
+    """Every solver name: the built-ins and the installed plugins."""
+    return sorted(set(SOLVERS) | set(_entry_points()))
+
+
+def solver_class(name: Any, where: str = "sampler.name") -> type[Solver]:
+    """The solver class of ``name``; an unknown name raises listing the available ones."""
+    if not isinstance(name, str):
+        raise bad(where, name, f"one of {available_solvers()}")
+    if name in SOLVERS:
+        return SOLVERS[name]
+    plugins = _entry_points()
+    if name not in plugins:
+        raise ValueError(f"{where} = {name!r}: unknown solver; available: {available_solvers()} (plugins register "
+                         f"more under the entry-point group {ENTRY_POINT_GROUP!r})")
+    ep = plugins[name]
+    try:
+        cls = ep.load()
+    except ImportError as err:
+        raise ImportError(f"solver plugin {name!r} ({ep.value}) cannot be imported: {err}") from err
+    if not (isinstance(cls, type) and issubclass(cls, Solver)):
+        raise ValueError(f"solver plugin {name!r} ({ep.value}) is not an invsgm Solver subclass")
+    return cls
+
+
+def check_arguments(where: str, what: str, fn: Callable, params: Mapping[str, Any], skip: int = 0) -> None:
+    """Raise naming the key, its value and what was expected for an unknown, missing or ill-typed argument of
+    ``fn`` (its first ``skip`` parameters are not the config's)."""
+    signature = inspect.signature(fn)
+    accepted = {k: p for k, p in list(signature.parameters.items())[skip:]
+                if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+    takes_any = any(p.kind is p.VAR_KEYWORD for p in signature.parameters.values())
+    for key, value in params.items():
+        if key not in accepted:
+            if takes_any:
+                continue
+            raise ValueError(f"{where}.{key} = {value!r}: unknown parameter of {what}; expected one of "
+                             f"{list(accepted) or 'no parameters'}")
+        check = type_of(accepted[key].default)
+        if check is not None and value is not None and not check[0](value):
+            raise ValueError(f"{where}.{key} = {value!r}: expected {check[1]} ({what})")
+    missing = [k for k, p in accepted.items() if p.default is inspect.Parameter.empty and k not in params]
+    if missing:
+        raise ValueError(f"{where}: {what} needs the parameter(s) {missing}")
+
+
+def build_guidance(spec: Any, where: str = "sampler.guidance") -> Guidance | None:
+    """A guidance term from ``{name: NAME, **params}``, a ``Composite`` from a list, None from ``auto``/None."""
+    if spec is None or spec == "auto":
+        return None
+    if isinstance(spec, (list, tuple)):
+        if len(spec) < 2:
+            raise bad(where, spec, "a guidance spec {name: NAME, ...} or a list of two or more, one per task")
+        return Composite([build_guidance(s, f"{where}[{i}]") for i, s in enumerate(spec)])
+    if isinstance(spec, str):
+        spec = {"name": spec}
+    if not isinstance(spec, Mapping) or "name" not in spec:
+        raise bad(where, spec, f"auto, or {{name: one of {sorted(GUIDANCE)}, ...parameters}}, or a list of them")
+    name = choice(f"{where}.name", spec["name"], sorted(GUIDANCE))
+    params = {k: v for k, v in spec.items() if k != "name"}
+    cls = GUIDANCE[name]
+    check_arguments(where, f"guidance {name!r}", cls, params)
+    try:
+        return cls(**params)
+    except ValueError as err:
+        raise ValueError(f"{where} ({name}): {err}") from None
+
+
+def split_sampler(spec: Any, defaults: Mapping[str, int]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """({name, **solver params}, {steps, n_samples, batch_size}) of a sampler spec, run keys checked and filled."""
+    if spec is None:
+        spec = {}
+    if not isinstance(spec, Mapping):
+        raise bad("sampler", spec, f"a mapping {{name: one of {available_solvers()}, steps: N, n_samples: N, ...}}")
+    spec = dict(spec)
+    run = {key: integer(f"sampler.{key}", spec.pop(key, defaults[key]), low) for key, low in RUN_KEYS.items()}
+    spec.setdefault("name", "pc")
+    return spec, run
+
+
+def build_solver(spec: Mapping[str, Any], where: str = "sampler") -> Solver:
+    """A solver from ``{name: NAME, **params}`` (``steps``, ``n_samples``, ``batch_size`` already split off)."""
+    name = spec.get("name", "pc")
+    cls = solver_class(name, f"{where}.name")
+    params = {k: v for k, v in spec.items() if k != "name"}
+    if "guidance" in params:
+        params["guidance"] = build_guidance(params["guidance"], f"{where}.guidance")
+    for key, table in (("predictor", PREDICTORS), ("corrector", CORRECTORS)):
+        if key in params:
+            params[key] = table[choice(f"{where}.{key}", params[key], sorted(table))]
+    check_arguments(where, f"solver {name!r}", cls, params)
+    try:
+        return cls(**params)
+    except ValueError as err:
+        raise ValueError(f"{where} ({name}): {err}") from None
+
+
+__all__ = ["ENTRY_POINT_GROUP", "GUIDANCE", "RUN_KEYS", "SOLVERS", "available_solvers", "build_guidance",
+           "build_solver", "check_arguments", "solver_class", "split_sampler"]
