@@ -6,17 +6,19 @@ The YAML file (every key checked; an unknown key, a wrong type or an unknown nam
     model: {pretrained: photos_score}       # a shipped name or a model folder, or an official checkpoint:
                                             # {score_sde_checkpoint: PATH, preset: NAME, overrides: {nf: 16}, ema: true}
     sde: vp                                 # optional: ve | vp | subvp or {kind: vp, beta_min: ...}: the model's
-    task: {name: inpaint, mask: {box: [8, 8, 16, 16]}}   # a task spec (invsgm.tasks.registry) or a list of them
-    sampler:
-      name: pc                              # pc (predictor-corrector + the task's projection) | smc (twisted SMC)
-      steps: 200                            # predictor steps
-      predictor: reverse_diffusion          # euler_maruyama | reverse_diffusion | ancestral_sampling | none
-      corrector: langevin                   # langevin | annealed_langevin | none
-      snr: 0.16                             # Langevin signal-to-noise ratio
-      n_corrector_steps: 1
-      n_samples: 4                          # posterior samples per input
+    task: {name: inpaint, mask: {box: [8, 8, 16, 16]}}   # what was observed (invsgm.config.tasks), or a list
+    sampler:                                # how the posterior is sampled (invsgm.config.solvers)
+      name: pc                              # pc | smc | ddrm | diffpir | daps | repaint | an installed plugin
+      steps: 200                            # steps of the time grid
+      n_samples: 4                          # independent posterior samples per input
       batch_size: 8                         # inputs solved together (read, solved and written one batch at a time)
-      n_particles: 16                       # SMC particles per input
+      guidance: auto                        # pc / smc: {name: pigdm, scale: 2, power: 2, data_variance: 0.25} |
+                                            # {name: dps, ...} | {name: replacement} | {name: classifier, scale: 2}
+                                            # | a list, one per task of a list; auto: replacement for noiseless
+                                            # masks and colorization, ΠGDM otherwise, the classifier for labels
+      predictor: reverse_diffusion          # pc: euler_maruyama | reverse_diffusion | ancestral_sampling | none
+      corrector: langevin                   # pc: langevin | annealed_langevin | none
+      # ... and every other constructor argument of the solver (snr, n_particles, eta, lam, zeta, ...)
     inputs: {dataset: photos_test, count: 4}  # photos_test | digits_test (held-out test images), or
                                             # {path: FILE_OR_FOLDER, count: N}; class tasks: {labels: [0, 1, ...]}
     output: out/inpaint                     # default: out/<YAML file stem>
@@ -33,8 +35,8 @@ whose size differs from the model's is an error naming the file and both sizes. 
 tasks take their labels from ``inputs.labels`` (one input per label, no ground truth, unless images
 are given too: then one label per image) or from a labelled data set.
 
-For each input the image is mapped to the model space, its observation simulated with the task's
-``measure(x, generator)`` (class guidance: the label), posterior samples drawn with ``invsgm.solve``
+For each input the image is mapped to the model space, its observation simulated with the measurement's
+``simulate(x, generator)`` (class labels: the label), posterior samples drawn with ``invsgm.solve``
 and mapped back to images in [0, 1]. Written per input, into ``OUTPUT/<input-name>/`` (the layout
 ``invsgm eval`` reads):
 
@@ -84,14 +86,12 @@ from .evaluate import _jsonable
 from .atomic import atomic_open
 from .config import (apply_set, apply_sets, bad, boolean, choice, integer, is_int, mapping, number, parse_set,
                      read_yaml, sde_name, string)
-from .sampling import CORRECTORS, PREDICTORS
-from .solve import SAMPLERS
-from .tasks.base import Composite, Task
+from .config.solvers import build_solver, split_sampler
+from .measurement import ClassLabel, Joint, LinearMeasurement, Measurement
 
 SECTIONS = ("model", "sde", "task", "sampler", "inputs", "output", "seed", "device")
 DATASETS = ("photos_test", "digits_test")
-SAMPLER_DEFAULTS = {"name": "pc", "steps": 200, "predictor": "reverse_diffusion", "corrector": "langevin",
-                    "snr": 0.16, "n_corrector_steps": 1, "n_samples": 4, "batch_size": 8, "n_particles": 16}
+SAMPLER_DEFAULTS = {"steps": 200, "n_samples": 4, "batch_size": 8}  # solve()'s keys; the rest go to the solver
 STD_DISPLAY_GAIN = 2.0  # std.png = 2·std: white is 0.5, the largest standard deviation of values in [0, 1]
 
 
@@ -132,15 +132,10 @@ def _check_sde(v: Any) -> str | dict | None:
 
 
 def _check_sampler(v: Any) -> dict[str, Any]:
-    s = mapping("sampler", {} if v is None else v, list(SAMPLER_DEFAULTS))
-    out = {**SAMPLER_DEFAULTS, **s}
-    choice("sampler.name", out["name"], SAMPLERS)
-    choice("sampler.predictor", out["predictor"], sorted(PREDICTORS))
-    choice("sampler.corrector", out["corrector"], sorted(CORRECTORS))
-    out["snr"] = number("sampler.snr", out["snr"])
-    for key, low in (("steps", 1), ("n_corrector_steps", 0), ("n_samples", 1), ("batch_size", 1), ("n_particles", 1)):
-        out[key] = integer(f"sampler.{key}", out[key], low)
-    return out
+    """The sampler section with solve()'s keys filled in; the solver's own keys are checked by building it."""
+    spec, run_keys = split_sampler(copy.deepcopy(v), SAMPLER_DEFAULTS)
+    build_solver(spec)
+    return {**spec, **run_keys}
 
 
 def _check_inputs(v: Any) -> dict[str, Any]:
@@ -260,46 +255,30 @@ def _check_model_sde(spec: str | dict | None, model) -> None:
         raise ValueError(f"sde = {spec!r} is {wanted!r} but the model {model.card['name']!r} has {model.sde!r}")
 
 
-def leaves(task: Task) -> list[Task]:
-    """The tasks inside a ``Composite`` (recursively), or [task]."""
-    return [leaf for t in task.tasks for leaf in leaves(t)] if isinstance(task, Composite) else [task]
+def _class_part(measurement: Measurement) -> ClassLabel | None:
+    return next((m for m in measurement.parts if isinstance(m, ClassLabel)), None)
 
 
-def _class_part(task: Task):
-    from .tasks.guidance import ClassGuidance
-
-    return next((t for t in leaves(task) if isinstance(t, ClassGuidance)), None)
-
-
-def _image_part(task: Task):
-    """The first part of the task with a linear measurement operator (for the observation and the baseline)."""
-    return next((t for t in leaves(task) if getattr(t, "operator", None) is not None), None)
+def _image_part(measurement: Measurement) -> LinearMeasurement | None:
+    """The first linear part of the measurement (for the observation picture and the baseline)."""
+    return next((m for m in measurement.parts if isinstance(m, LinearMeasurement)), None)
 
 
-def measure(task: Task, x: torch.Tensor | None, labels: torch.Tensor | None,
+def measure(measurement: Measurement, x: torch.Tensor | None, labels: torch.Tensor | None,
             generator: torch.Generator | None) -> Any:
-    """The simulated observation of images x (model space) and class labels for ``task``."""
-    from .tasks.guidance import ClassGuidance
-
-    if isinstance(task, Composite):
-        return tuple(measure(t, x, labels, generator) for t in task.tasks)
-    if isinstance(task, ClassGuidance):
+    """The simulated observation of images x (model space) and class labels."""
+    if isinstance(measurement, Joint):
+        return tuple(measure(m, x, labels, generator) for m in measurement.parts)
+    if isinstance(measurement, ClassLabel):
         return labels
-    if not callable(getattr(task, "measure", None)):
-        raise ValueError(f"task {task!r} has no measure(x, generator) method: invsgm run cannot simulate its "
-                         f"observation")
-    return task.measure(x, generator)
+    return measurement.simulate(x, generator)
 
 
-def observation_of(task: Task, part: Task, y: Any) -> Any:
-    """The entry of the observation ``y`` of ``task`` that belongs to ``part`` (one of its leaves)."""
-    if task is part:
+def observation_of(measurement: Measurement, part: Measurement, y: Any) -> Any:
+    """The entry of the observation ``y`` of ``measurement`` that belongs to ``part`` (one of its parts)."""
+    if measurement is part:
         return y
-    if isinstance(task, Composite):
-        for t, yi in zip(task.tasks, y):
-            if any(leaf is part for leaf in leaves(t)):
-                return observation_of(t, part, yi)
-    raise ValueError(f"{part!r} is not a part of {task!r}")
+    return y[next(i for i, m in enumerate(measurement.parts) if m is part)]
 
 
 @dataclass
@@ -465,13 +444,12 @@ def _project_grey(x: torch.Tensor, target_sum: torch.Tensor, iterations: int = 6
     return (x + (lo + hi) / 2).clamp(0, 1)
 
 
-def _valid_images(samples: torch.Tensor, task: Task, y_img_rep: Any) -> torch.Tensor:
+def _valid_images(samples: torch.Tensor, measurement: Measurement, y_img_rep: Any) -> torch.Tensor:
     """Samples (image space) in [0, 1]; for noiseless colorization, with the observed grey kept."""
     from .operators import Grey
-    from .tasks.replacement import Replacement
 
-    part = _image_part(task)
-    if isinstance(part, Replacement) and isinstance(part.operator, Grey) and y_img_rep is not None:
+    part = _image_part(measurement)
+    if part is not None and isinstance(part.operator, Grey) and part.sigma_y == 0 and y_img_rep is not None:
         return _project_grey(samples, y_img_rep * math.sqrt(3.0))
     return samples.clamp(0, 1)
 
@@ -484,13 +462,13 @@ def image_observation(operator, y: torch.Tensor, centered: bool) -> torch.Tensor
     return (y + operator(ones)) / 2
 
 
-def baseline(part: Task, y_img: torch.Tensor, centered: bool) -> torch.Tensor | None:
+def baseline(part: LinearMeasurement, y_img: torch.Tensor, centered: bool) -> torch.Tensor | None:
     """The classical method for the task's operator on the image-space observation (None if there is none)."""
     from . import baselines
     from .operators import AvgPool, GaussianBlur, Grey, Identity, Mask
 
-    op = getattr(part, "operator", None)
-    sigma = getattr(part, "sigma_y", 0.0) / (2.0 if centered else 1.0)  # noise level in image units
+    op = part.operator
+    sigma = part.sigma_y / (2.0 if centered else 1.0)  # noise level in image units
     y = y_img.detach().to("cpu", torch.float32)
     if isinstance(op, Mask):
         return baselines.inpaint_biharmonic(op.to_image(y).clamp(0, 1), op.mask)
@@ -578,9 +556,10 @@ class _Solved:
 class _BatchSolver:
     """Observe, solve and map back one batch of inputs; every draw comes from one generator, in order."""
 
-    def __init__(self, model, task: Task, sampler: Mapping[str, Any], shape: tuple[int, int, int], centered: bool,
-                 generator: torch.Generator):
+    def __init__(self, model, task: Measurement, sampler: Mapping[str, Any], shape: tuple[int, int, int],
+                 centered: bool, generator: torch.Generator):
         self.model, self.task, self.sampler, self.shape, self.centered = model, task, sampler, shape, centered
+        self.solver = build_solver({k: v for k, v in sampler.items() if k not in SAMPLER_DEFAULTS})
         self.generator = generator
         self.device = generator.device
         self.class_part, self.image_part = _class_part(task), _image_part(task)
@@ -597,16 +576,15 @@ class _BatchSolver:
                   if self.class_part is not None else None)
         y = measure(self.task, x, labels, self.generator)
         t0 = time.perf_counter()
-        sol = solve(self.task, y, self.model, n=n, steps=s["steps"], sampler=s["name"], predictor=s["predictor"],
-                    corrector=s["corrector"], snr=s["snr"], n_corrector_steps=s["n_corrector_steps"],
-                    n_particles=s["n_particles"], shape=self.shape, generator=self.generator)
+        sol = solve(self.task, y, self.model, self.solver, n=n, steps=s["steps"], shape=self.shape,
+                    generator=self.generator)
         self.seconds += time.perf_counter() - t0
         bad = ~torch.isfinite(sol.samples.reshape(b, -1)).all(1)
         if bad.any():
             first = items[int(bad.nonzero()[0])]
             raise ValueError(f"the sampler diverged: samples of input {first.name!r} ({first.source}) are NaN or "
-                             f"infinite; lower the guidance scale (task.scale), raise sigma_y or sampler.steps, or "
-                             f"use another guidance")
+                             f"infinite; lower the guidance scale (sampler.guidance.scale), raise its power or "
+                             f"sampler.steps, or use another guidance or solver")
 
         y_img = shown = base = predicted = None
         if self.image_part is not None:
@@ -673,7 +651,7 @@ def run(config: Mapping[str, Any], *, progress: bool = True, log=None) -> RunRes
     """Run a resolved config (``load_run_config``): solve every input, write the results folder, return the metrics."""
     from tqdm.auto import tqdm
 
-    from .tasks.registry import TaskContext, build_task
+    from .config.tasks import TaskContext, build_task
 
     log = log if log is not None else (lambda msg: print(msg, file=sys.stderr))
     config = resolve_config(config)
@@ -686,7 +664,7 @@ def run(config: Mapping[str, Any], *, progress: bool = True, log=None) -> RunRes
     ctx = TaskContext(shape=shape, centered=centered, sde=model.sde, device=device)
     task = build_task(config["task"], ctx)
     class_part = _class_part(task)
-    image_task = any(t is not class_part for t in leaves(task))
+    image_task = any(m is not class_part for m in task.parts)
     inputs = open_inputs(config["inputs"], shape, needs_labels=class_part is not None)
     if image_task and not inputs.has_images:
         raise ValueError(f"inputs = {config['inputs']!r}: the task observes images, give inputs.dataset or "
@@ -699,9 +677,11 @@ def run(config: Mapping[str, Any], *, progress: bool = True, log=None) -> RunRes
         raise ValueError(f"inputs.labels: label {bad} is not a class of the classifier (0 to {k - 1})")
     s = config["sampler"]
     n = s["n_samples"]
-    if s["name"] == "smc" and (task.has_project or not task.has_likelihood):
-        raise ValueError(f"sampler.name = 'smc': twisted SMC needs a task with a likelihood and no replacement step "
-                         f"(e.g. sigma_y > 0 with guidance), got {task!r}; use sampler.name = 'pc'")
+    solver = build_solver({k: v for k, v in s.items() if k not in SAMPLER_DEFAULTS})
+    try:
+        solver.check(task)
+    except ValueError as err:
+        raise ValueError(f"sampler.name = {s['name']!r}: {err}") from None
 
     out = Path(config["output"])
     _prepare_output(out)

@@ -19,14 +19,13 @@ the YAML name; it loads a ``Solver`` subclass); built-in names take precedence::
 """
 from __future__ import annotations
 
-import importlib.metadata
-import inspect
-from typing import Any, Callable, Mapping
+from typing import Any, Mapping
 
 from ..guidance import DPS, Classifier, Composite, Guidance, PiGDM, Replacement
 from ..sampling import CORRECTORS, PREDICTORS
 from ..solvers import DAPS, DDRM, PC, SMC, DiffPIR, RePaint, Solver
-from .checks import bad, choice, integer, type_of
+from .checks import bad, choice, integer
+from .plugins import available, check_arguments, lookup
 
 ENTRY_POINT_GROUP = "invsgm.solvers"
 SOLVERS: dict[str, type[Solver]] = {"pc": PC, "smc": SMC, "ddrm": DDRM, "diffpir": DiffPIR, "daps": DAPS,
@@ -36,54 +35,17 @@ GUIDANCE: dict[str, type[Guidance]] = {"pigdm": PiGDM, "dps": DPS, "classifier":
 RUN_KEYS = {"steps": 1, "n_samples": 1, "batch_size": 1}  # solve()'s keys, with their lowest value
 
 
-def _entry_points() -> dict[str, importlib.metadata.EntryPoint]:
-    return {ep.name: ep for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP)}
-
-
 def available_solvers() -> list[str]:
     """Every solver name: the built-ins and the installed plugins."""
-    return sorted(set(SOLVERS) | set(_entry_points()))
+    return available(SOLVERS, ENTRY_POINT_GROUP)
 
 
 def solver_class(name: Any, where: str = "sampler.name") -> type[Solver]:
     """The solver class of ``name``; an unknown name raises listing the available ones."""
-    if not isinstance(name, str):
-        raise bad(where, name, f"one of {available_solvers()}")
-    if name in SOLVERS:
-        return SOLVERS[name]
-    plugins = _entry_points()
-    if name not in plugins:
-        raise ValueError(f"{where} = {name!r}: unknown solver; available: {available_solvers()} (plugins register "
-                         f"more under the entry-point group {ENTRY_POINT_GROUP!r})")
-    ep = plugins[name]
-    try:
-        cls = ep.load()
-    except ImportError as err:
-        raise ImportError(f"solver plugin {name!r} ({ep.value}) cannot be imported: {err}") from err
+    cls = lookup(name, SOLVERS, ENTRY_POINT_GROUP, "solver", where)
     if not (isinstance(cls, type) and issubclass(cls, Solver)):
-        raise ValueError(f"solver plugin {name!r} ({ep.value}) is not an invsgm Solver subclass")
+        raise ValueError(f"solver plugin {name!r} is not an invsgm Solver subclass")
     return cls
-
-
-def check_arguments(where: str, what: str, fn: Callable, params: Mapping[str, Any], skip: int = 0) -> None:
-    """Raise naming the key, its value and what was expected for an unknown, missing or ill-typed argument of
-    ``fn`` (its first ``skip`` parameters are not the config's)."""
-    signature = inspect.signature(fn)
-    accepted = {k: p for k, p in list(signature.parameters.items())[skip:]
-                if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
-    takes_any = any(p.kind is p.VAR_KEYWORD for p in signature.parameters.values())
-    for key, value in params.items():
-        if key not in accepted:
-            if takes_any:
-                continue
-            raise ValueError(f"{where}.{key} = {value!r}: unknown parameter of {what}; expected one of "
-                             f"{list(accepted) or 'no parameters'}")
-        check = type_of(accepted[key].default)
-        if check is not None and value is not None and not check[0](value):
-            raise ValueError(f"{where}.{key} = {value!r}: expected {check[1]} ({what})")
-    missing = [k for k, p in accepted.items() if p.default is inspect.Parameter.empty and k not in params]
-    if missing:
-        raise ValueError(f"{where}: {what} needs the parameter(s) {missing}")
 
 
 def build_guidance(spec: Any, where: str = "sampler.guidance") -> Guidance | None:
@@ -138,4 +100,4 @@ def build_solver(spec: Mapping[str, Any], where: str = "sampler") -> Solver:
 
 
 __all__ = ["ENTRY_POINT_GROUP", "GUIDANCE", "RUN_KEYS", "SOLVERS", "available_solvers", "build_guidance",
-           "build_solver", "check_arguments", "solver_class", "split_sampler"]
+           "build_solver", "solver_class", "split_sampler"]

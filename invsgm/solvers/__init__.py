@@ -1,6 +1,10 @@
 """Posterior solvers, one file each, one signature (``base.Solver``), one result type (``SolverResult``)."""
 from .base import Callback, Solver, SolverResult
+from .daps import DAPS
+from .ddrm import DDRM
+from .diffpir import DiffPIR
 from .pc import PC
+from .repaint import RePaint
 from .smc import SMC
 
-__all__ = ["Callback", "PC", "SMC", "Solver", "SolverResult"]
+__all__ = ["Callback", "DAPS", "DDRM", "DiffPIR", "PC", "RePaint", "SMC", "Solver", "SolverResult"]
