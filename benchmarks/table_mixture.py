@@ -71,15 +71,26 @@ def problem(d: int, dy: int, seed: int) -> Problem:
     return Problem(prior, A, sigma_y, y, prior.condition(A, y[0], sigma_y))
 
 
-# name -> (solver factory, steps); the settings each solver is compared at
-SOLVERS: dict[str, tuple[Callable[[], Solver | None], int]] = {
-    "prior (no observation)": (lambda: None, 0),
-    "PC + ΠGDM (ancestral)": (lambda: PC(PiGDM(), predictor=ancestral_sampling, corrector=None), 200),
-    "PC + DPS (ancestral, ζ = 1)": (lambda: PC(DPS(), predictor=ancestral_sampling, corrector=None), 1000),
-    "DDRM": (lambda: DDRM(), 100),
-    "DiffPIR": (lambda: DiffPIR(), 100),
-    "DAPS": (lambda: DAPS(), 200),
-    "SMC (16 particles)": (lambda: SMC(n_particles=16), 200),
+def data_variance(prior: GaussianMixture) -> float:
+    """The prior's variance per coordinate, tr Cov(x)/d: the v of ΠGDM's N(0, v I) approximation."""
+    means = prior.means
+    mean = prior.weights @ means
+    spread = prior.weights @ (means - mean).pow(2)
+    return float((prior.covariance_matrices().diagonal(dim1=1, dim2=2).T @ prior.weights + spread).mean())
+
+
+# name -> (solver factory of the problem, steps); the settings each solver is compared at. ΠGDM's v is the
+# prior's variance (ΠGDM assumes a N(0, v I) prior; v = 1 makes its twist far too confident at high noise).
+SOLVERS: dict[str, tuple[Callable[["Problem"], Solver | None], int]] = {
+    "prior (no observation)": (lambda pb: None, 0),
+    "PC + ΠGDM (ancestral)": (lambda pb: PC(PiGDM(data_variance=data_variance(pb.prior)),
+                                             predictor=ancestral_sampling, corrector=None), 200),
+    "PC + DPS (ancestral, ζ = 1)": (lambda pb: PC(DPS(), predictor=ancestral_sampling, corrector=None), 1000),
+    "DDRM": (lambda pb: DDRM(), 100),
+    "DiffPIR": (lambda pb: DiffPIR(), 100),
+    "DAPS": (lambda pb: DAPS(), 200),
+    "SMC (16 particles)": (lambda pb: SMC(PiGDM(data_variance=data_variance(pb.prior)), n_particles=16), 200),
+    "SMC (64 particles)": (lambda pb: SMC(PiGDM(data_variance=data_variance(pb.prior)), n_particles=64), 200),
 }
 
 
@@ -87,7 +98,7 @@ def run(name: str, pb: Problem, n: int, seed: int) -> tuple[float, int, float]:
     """(SW to exact posterior samples, nfe per sample, seconds) of one solver on one problem."""
     factory, steps = SOLVERS[name]
     start = time.perf_counter()
-    solver = factory()
+    solver = factory(pb)
     if solver is None:
         samples, nfe = pb.prior.sample(n, torch.Generator().manual_seed(seed)), 0
     else:
