@@ -7,9 +7,11 @@ import pytest
 import torch
 
 from invsgm.evaluate_pretrained import train_clean_classifier
+from invsgm.guidance import Classifier
+from invsgm.measurement import ClassLabel
 from invsgm.pretrained import from_model_space, load_pretrained
 from invsgm.solve import solve
-from invsgm.tasks import ClassGuidance
+from invsgm.solvers import PC
 
 SCALE = 2.0  # guidance scale of tasks/class_conditional.yaml; scale 1 hits the class in ≈80 % of samples
 
@@ -19,7 +21,9 @@ def _hit_rate(per_class: int, steps: int) -> float:
     clean, accuracy = train_clean_classifier()  # judged by a separately trained classifier of clean digits
     labels = torch.arange(10).repeat_interleave(per_class)
     start = time.time()
-    solution = solve(ClassGuidance(classifier.model, SCALE, x_shape=(1, 16, 16)), labels, score, steps=steps, seed=0)
+    measurement = ClassLabel(classifier.model, x_shape=(1, 16, 16))
+    solver = PC(guidance=Classifier(SCALE))  # the paper's PC: reverse diffusion + one Langevin step, snr 0.16
+    solution = solve(measurement, labels, score, solver, steps=steps, seed=0)
     images = from_model_space(solution.samples[:, 0], score.card).clamp(0, 1)
     with torch.no_grad():
         predicted = clean(images).argmax(1)

@@ -1,11 +1,13 @@
-"""``invsgm run``: every shipped task YAML end to end (few steps), the results layout, data consistency of the
-written samples, YAML and input errors, nothing half-written, seeds, ``--input``, official checkpoints and
-task plugins through entry points."""
+"""``invsgm run``: every shipped task YAML end to end (few steps), every built-in solver from a YAML, the results
+layout, data consistency of the written samples, YAML and input errors, nothing half-written, seeds,
+``--input``, official checkpoints, the task table (``invsgm.config.tasks``: tasks are ``Measurement`` objects)
+and task and solver plugins through entry points."""
 from __future__ import annotations
 
 import json
 import os
 import shutil
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -15,10 +17,12 @@ import yaml
 from PIL import Image
 
 from invsgm.cli import main
+from invsgm.config.solvers import SOLVERS, available_solvers
+from invsgm.config.tasks import TaskContext, available_tasks, build_task
 from invsgm.data import digits, load_image, photos_test_images
+from invsgm.measurement import ClassLabel, Joint, LinearMeasurement
+from invsgm.operators import AvgPool, GaussianBlur, Grey, Identity, Mask
 from invsgm.sde import VPSDE
-from invsgm.tasks import Composite, LinearGaussian, Replacement
-from invsgm.tasks.registry import TaskContext, available_tasks, build_task
 
 REPO = Path(__file__).resolve().parents[1]
 TASKS = sorted((REPO / "tasks").glob("*.yaml"))
@@ -140,22 +144,50 @@ def _inpaint(tmp_path, *sets, out="out", extra=()):
 
 
 @pytest.mark.parametrize("sets, expected", [
-    (["sampler.stpes=3"], "sampler.stpes = 3; expected one of ["),
+    (["sampler.stpes=3"], "sampler.stpes = 3: unknown parameter of solver 'pc'; expected one of ['guidance', "),
     (["sampler.steps=abc"], "sampler.steps = 'abc': expected an integer >= 1"),
-    (["sampler.name=ode"], "sampler.name = 'ode': expected one of ['pc', 'smc']"),
+    (["sampler.name=ode"], "sampler.name = 'ode': unknown solver; available: ['daps', 'ddrm', 'diffpir', 'pc', "
+                           "'repaint', 'smc'] (plugins register more under the entry-point group 'invsgm.solvers')"),
+    (["sampler.name=3"], "sampler.name = 3: expected a string, one of ['daps', 'ddrm', "),
+    (["sampler=3"], "sampler = 3: expected a mapping {name: one of ['daps', 'ddrm', "),
+    (["sampler.snr=fast"], "sampler.snr = 'fast': expected a number (solver 'pc')"),
+    (["sampler.snr=-1"], "sampler (pc): snr must be a finite number > 0, got -1"),
+    (["sampler.predictor=euler"], "sampler.predictor = 'euler': expected one of ['ancestral_sampling', "),
+    (["sampler.corrector=foo"], "sampler.corrector = 'foo': expected one of ['annealed_langevin', 'langevin', "),
+    (["sampler.name=ddrm"], "unknown parameter of solver 'ddrm'; expected one of ['eta', 'eta_b']"),  # PC's keys
+    (["sampler={name: ddrm, eta: 2}"], "sampler (ddrm): eta must be a number in [0, 1], got 2"),
+    (["sampler.guidance.name=magic"], "sampler.guidance.name = 'magic': expected one of ['classifier', 'dps', "
+                                      "'pigdm', 'replacement']"),
+    (["sampler.guidance.powr=2"], "sampler.guidance.powr = 2: unknown parameter of guidance 'pigdm'; expected one "
+                                  "of ['scale', 'power', 'data_variance', 'jacobian']"),
+    (["sampler.guidance.scale=big"], "sampler.guidance.scale = 'big': expected a number (guidance 'pigdm')"),
+    (["sampler.guidance=[{name: pigdm}]"], "sampler.guidance = [{'name': 'pigdm'}]: expected a guidance spec"),
+    (["sampler.guidance={name: classifier}"], "sampler.name = 'pc': Classifier guidance needs a ClassLabel "
+                                              "measurement, got LinearMeasurement(Mask"),
     (["modle.pretrained=x"], "unknown key 'modle'"),
-    (["task.name=inpant"], "unknown task 'inpant'; available: ["),
+    (["task.name=inpant"], "task.name = 'inpant': unknown task; available: ["),
+    (["task.guidance=dps"], "task.guidance = 'dps': unknown parameter of task 'inpaint'; expected one of "
+                            "['mask', 'sigma_y']"),  # guidance is the sampler's now
     (["task.sigma=0.1"], "task.sigma = 0.1: unknown parameter of task 'inpaint'"),
-    (["task.sigma_y=lots"], "task.sigma_y = 'lots': expected a number"),
-    (["task.mask={box: [8, 8, 40, 4]}"], "mask.box = [8, 8, 40, 4]"),
-    (["task.mask={circle: 3}"], "mask = {'circle': 3}: expected a mapping with one of"),
-    (["task.guidance=dps", "task.sigma_y=0.1", "task.scale=-1"], "scale = -1: expected a number >= 0"),
+    (["task.sigma_y=lots"], "task.sigma_y = 'lots': expected a number (task 'inpaint')"),
+    (["task.sigma_y=-0.1"], "task (inpaint): sigma_y = -0.1: expected a number >= 0"),
+    (["task.mask={box: [8, 8, 40, 4]}"], "task (inpaint): mask.box = [8, 8, 40, 4]: box_mask: box top=8, left=8, "
+                                         "height=40, width=4 does not fit in an image of size 32x32"),
+    (["task.mask={circle: 3}"], "task (inpaint): mask = {'circle': 3}: expected a mapping with one of"),
+    (["sampler.guidance.name=dps", "task.sigma_y=0.1", "sampler.guidance.scale=-1"],
+     "sampler.guidance (dps): scale must be a finite number >= 0, got -1"),
+    (["sampler.guidance={name: replacement}", "task.sigma_y=0.1"],
+     "sampler.name = 'pc': Replacement needs a noiseless measurement, got sigma_y = 0.2: use PiGDM or DPS guidance"),
     (["sde=ve"], "sde = 've' but the model 'photos_score' has a 'vp' SDE"),
     (["inputs.dataset=digits_test"], "'digits_test' holds square grey images but the model's samples have shape"),
     (["model.pretrained=no_such_model"], "no pretrained model 'no_such_model'"),
     (["inputs.labels=[1]"], "inputs.labels = [1]: the task has no class_conditional part"),
     (["inputs={count: 2}"], "inputs = {'count': 2}: expected {dataset: one of ['photos_test', 'digits_test']"),
-    (["sampler.name=smc"], "sampler.name = 'smc': twisted SMC needs a task with a likelihood"),
+    (["sampler={name: smc}"], "sampler.name = 'smc': SMC needs the exact likelihood p(y | x0) of "
+                              "LinearMeasurement(Mask(in_shape=(3, 32, 32), out_shape=(3, 32, 32)), sigma_y=0.0) "
+                              "(e.g. sigma_y > 0)"),
+    (["sampler={name: repaint}", "task.sigma_y=0.1"], "sampler.name = 'repaint': RePaint needs noiseless "
+                                                      "inpainting-type measurements"),
     (["device=tpu"], "device = 'tpu': expected auto, cpu, cuda or cuda:N"),
     (["sampler.steps"], "--set 'sampler.steps': expected KEY.SUB=VALUE"),
     (["sampler.steps=[1,"], "--set 'sampler.steps=[1,': the value '[1,' is not valid YAML"),
@@ -245,9 +277,9 @@ def test_inputs_are_read_one_batch_at_a_time(tmp_path, monkeypatch):
     real_load, real_solve = invsgm.data.load_image, invsgm.solve.solve
     monkeypatch.setattr(invsgm.data, "load_image", lambda *a, **k: loads.append(a[0]) or real_load(*a, **k))
 
-    def solve(task, y, *args, **kwargs):
-        seen.append((len(loads), task.batch_size(y)))
-        return real_solve(task, y, *args, **kwargs)
+    def solve(measurement, y, *args, **kwargs):
+        seen.append((len(loads), measurement.batch_size(y)))
+        return real_solve(measurement, y, *args, **kwargs)
 
     monkeypatch.setattr(invsgm.solve, "solve", solve)
     assert main(["run", *_inpaint(tmp_path, "sampler.batch_size=2", extra=["--input", str(images)])]) == 0
@@ -317,44 +349,114 @@ def test_official_checkpoint_in_the_official_layout(tmp_path):
     assert np.abs(sample - truth)[observed].max() <= Q  # VE, uncentred data: the model space is the image space
 
 
-# --- the registry and plugins -------------------------------------------------------------------------------
+# --- every built-in solver from a YAML file -------------------------------------------------------------------
 
-def test_registry_builds_the_documented_tasks():
+# (YAML in tasks/, the sampler mapping): the shipped files configure PC (predictor, corrector, guidance), keys
+# the other solvers do not take, so the sampler mapping is replaced as a whole by one --set.
+BUILTIN_SOLVERS = {
+    "pc": ("inpaint", "{name: pc}"),
+    "smc": ("super_resolution", "{name: smc, n_particles: 2, guidance: {name: pigdm, scale: 2.0, power: 2.0, "
+                                "data_variance: 0.25}}"),
+    "ddrm": ("super_resolution", "{name: ddrm, eta: 0.85}"),
+    "diffpir": ("super_resolution", "{name: diffpir}"),
+    "daps": ("super_resolution", "{name: daps, ode_steps: 2, langevin_steps: 10}"),
+    "repaint": ("inpaint", "{name: repaint, jump_length: 1, resample: 2}"),
+}
+
+
+def test_every_builtin_solver_has_a_yaml_run():
+    assert sorted(BUILTIN_SOLVERS) == sorted(SOLVERS)
+
+
+@pytest.mark.parametrize("name", sorted(BUILTIN_SOLVERS))
+def test_builtin_solver_runs_from_a_yaml(tmp_path, name):
+    stem, sampler = BUILTIN_SOLVERS[name]
+    out = tmp_path / "out"
+    args = [str(REPO / "tasks" / f"{stem}.yaml"), "--out", str(out), "--set", f"sampler={sampler}"]
+    for s in (f"sampler.name={name}", "sampler.steps=2", "sampler.n_samples=1", "inputs.count=1"):
+        args += ["--set", s]
+    assert main(["run", *args]) == 0
+    assert (out / "000" / "mean.png").is_file() and (out / "000" / "samples" / "000.png").is_file()
+    config = yaml.safe_load((out / "run.yaml").read_text())
+    assert config["sampler"]["name"] == name and config["sampler"]["steps"] == 2
+    rec = json.loads((out / "metrics.json").read_text())["inputs"][0]
+    assert np.isfinite(rec["mean"]["psnr"])
+
+
+# --- the task table and plugins -------------------------------------------------------------------------------
+
+def test_task_table_builds_the_documented_measurements():
     ctx = TaskContext(shape=(3, 32, 32), centered=True, sde=VPSDE())
-    assert isinstance(build_task({"name": "inpaint", "mask": {"box": [0, 0, 4, 4]}}, ctx), Replacement)
+    box = build_task({"name": "inpaint", "mask": {"box": [0, 0, 4, 4]}}, ctx)
+    assert isinstance(box, LinearMeasurement) and isinstance(box.operator, Mask) and box.sigma_y == 0
+    assert box.x_shape == (3, 32, 32) and not box.operator.mask[:, :4, :4].any() and box.operator.mask[:, 4:].all()
     noisy = build_task({"name": "inpaint", "mask": {"random": 0.5, "seed": 1}, "sigma_y": 0.05}, ctx)
-    assert isinstance(noisy, LinearGaussian) and noisy.sigma_y == pytest.approx(0.1)  # image units × 2
+    assert isinstance(noisy, LinearMeasurement) and noisy.sigma_y == pytest.approx(0.1)  # image units × 2
     uncentred = TaskContext(shape=(3, 32, 32), centered=False, sde=VPSDE())
-    assert build_task({"name": "denoise", "sigma_y": 0.05}, uncentred).sigma_y == pytest.approx(0.05)
-    assert build_task("colorize", ctx).operator.out_shape == (1, 32, 32)
-    sr = build_task({"name": "super_resolution", "factor": 4, "guidance": "dps", "scale": 2}, ctx)
-    assert sr.operator.out_shape == (3, 8, 8) and sr.guidance == "dps" and sr.scale == 2.0
+    plain = build_task({"name": "denoise", "sigma_y": 0.05}, uncentred)
+    assert isinstance(plain.operator, Identity) and plain.sigma_y == pytest.approx(0.05)
+    grey = build_task("colorize", ctx)
+    assert isinstance(grey.operator, Grey) and grey.operator.out_shape == (1, 32, 32) and grey.sigma_y == 0
+    sr = build_task({"name": "super_resolution", "factor": 4, "sigma_y": 0.01}, ctx)
+    assert isinstance(sr.operator, AvgPool) and sr.operator.out_shape == (3, 8, 8) and sr.sigma_y == pytest.approx(0.02)
     a = build_task({"name": "random_inpaint", "missing": 0.7, "seed": 3}, ctx).operator.mask
     b = build_task({"name": "inpaint", "mask": {"random": 0.7, "seed": 3}}, ctx).operator.mask
     assert torch.equal(a, b) and 0.6 < 1 - a.float().mean() < 0.8
-    assert build_task({"name": "deblur", "sigma": 2.0, "kernel_size": 7}, ctx).operator.kernel_size == 7
+    blur = build_task({"name": "deblur", "sigma": 2.0, "kernel_size": 7}, ctx)
+    assert isinstance(blur.operator, GaussianBlur) and blur.operator.kernel_size == 7 and blur.sigma_y == 0
     with pytest.raises(ValueError, match=r"task\[1\]\.factor = 2\.5: expected an integer"):
         build_task([{"name": "colorize"}, {"name": "super_resolution", "factor": 2.5}], ctx)
     with pytest.raises(ValueError, match=r"kernel_size = 4: expected an odd integer"):
         build_task({"name": "deblur", "kernel_size": 4}, ctx)
+    with pytest.raises(ValueError, match=r"task.guidance = 'dps': unknown parameter of task 'super_resolution'"):
+        build_task({"name": "super_resolution", "guidance": "dps"}, ctx)  # how to sample is the sampler's
+    with pytest.raises(ValueError, match=r"task \(denoise\): sigma_y = 0: expected a number > 0"):
+        build_task({"name": "denoise", "sigma_y": 0}, ctx)
 
 
 def test_class_conditional_checks_the_sde_and_composes():
     digits = TaskContext(shape=(1, 16, 16), centered=True, sde=VPSDE())
-    spec = [{"name": "class_conditional", "scale": 2.0}, {"name": "inpaint", "mask": {"box": [0, 0, 8, 16]}}]
+    spec = [{"name": "class_conditional"}, {"name": "inpaint", "mask": {"box": [0, 0, 8, 16]}}]
     task = build_task(spec, digits)
-    assert isinstance(task, Composite) and task.tasks[0].scale == 2.0 and task.x_shape == (1, 16, 16)
+    assert isinstance(task, Joint) and task.x_shape == (1, 16, 16)
+    label, pixels = task.parts
+    assert isinstance(label, ClassLabel) and label.num_classes == 10 and label.x_shape == (1, 16, 16)
+    assert isinstance(pixels, LinearMeasurement) and isinstance(pixels.operator, Mask) and pixels.sigma_y == 0
+    assert isinstance(build_task([spec[0]], digits), ClassLabel)  # a list of one is that task
+    with pytest.raises(ValueError, match=r"task\[0\]\.scale = 2\.0: unknown parameter of task 'class_conditional'"):
+        build_task([{"name": "class_conditional", "scale": 2.0}, spec[1]], digits)  # the scale is the guidance's
     other = TaskContext(shape=(1, 16, 16), centered=True, sde=VPSDE(beta_max=10.0))
     with pytest.raises(ValueError, match=r"trained on VPSDE\(beta_min=0.1, beta_max=20.0.*score model's SDE is "
                                          r"VPSDE\(beta_min=0.1, beta_max=10.0"):
         build_task({"name": "class_conditional"}, other)
 
 
+def test_image_space_observation():
+    """What observation.png and the baseline see: A·img (+ σ_y noise in image units), (y + A·1)/2 for centred
+    models; the masked image, and the grey axis of the image for colorization."""
+    from invsgm.run import image_observation
+
+    ctx = TaskContext(shape=(3, 32, 32), centered=True, sde=VPSDE())
+    images = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    x = 2 * images - 1  # the model's space
+    mask = build_task({"name": "inpaint", "mask": {"random": 0.7, "seed": 0}}, ctx)
+    y = mask.simulate(x, torch.Generator().manual_seed(0))
+    torch.testing.assert_close(y, mask.operator(x))
+    torch.testing.assert_close(image_observation(mask.operator, y, True), mask.operator(images))
+    grey = build_task("colorize", ctx)
+    y = grey.simulate(x, torch.Generator().manual_seed(0))
+    torch.testing.assert_close(image_observation(grey.operator, y, True), grey.operator(images))
+    noisy = build_task({"name": "super_resolution", "factor": 2, "sigma_y": 0.01}, ctx)
+    y_img = image_observation(noisy.operator, noisy.simulate(x, torch.Generator().manual_seed(0)), True)
+    assert 0.005 < (y_img - noisy.operator(images)).std() < 0.02  # σ_y in image units
+    assert image_observation(noisy.operator, y_img, False) is y_img  # uncentred: the model space is the image's
+
+
 def test_class_guided_inpainting_of_digits(tmp_path):
     config = {"model": {"pretrained": "digits_score"}, "sde": "vp",
-              "task": [{"name": "class_conditional", "scale": 1.0},
-                       {"name": "inpaint", "mask": {"box": [0, 0, 8, 16]}}],
-              "sampler": {"steps": 3, "n_samples": 2, "batch_size": 3},
+              "task": [{"name": "class_conditional"}, {"name": "inpaint", "mask": {"box": [0, 0, 8, 16]}}],
+              "sampler": {"steps": 3, "n_samples": 2, "batch_size": 3,
+                          "guidance": [{"name": "classifier", "scale": 1.0}, {"name": "replacement"}]},
               "inputs": {"dataset": "digits_test", "count": 3},
               "output": str(tmp_path / "out")}
     (tmp_path / "c.yaml").write_text(yaml.safe_dump(config))
@@ -367,23 +469,33 @@ def test_class_guided_inpainting_of_digits(tmp_path):
 
 
 PLUGIN = '''
+from invsgm.measurement import LinearMeasurement
 from invsgm.operators import box_mask
-from invsgm.tasks import Replacement
 
 
 def top_half(ctx, rows: int = 8):
     """Inpaint the top ``rows`` rows."""
-    return Replacement(box_mask(ctx.shape, 0, 0, rows, ctx.shape[2]))
+    return LinearMeasurement(box_mask(ctx.shape, 0, 0, rows, ctx.shape[2]))
+
+
+def not_a_measurement(ctx):
+    return "pixels"
 '''
+
+
+def _dist(site: Path, name: str, entry_points: str) -> None:
+    """An installed distribution ``name`` 0.1 in the folder ``site`` (to put on sys.path) with these entry points."""
+    info = site / f"{name}-0.1.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name.replace('_', '-')}\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text(entry_points)
 
 
 def test_task_plugin_through_an_entry_point(tmp_path, monkeypatch, capsys):
     site = tmp_path / "site"
-    (site / "invsgm_test_plugin-0.1.dist-info").mkdir(parents=True)
-    (site / "invsgm_test_plugin-0.1.dist-info" / "METADATA").write_text(
-        "Metadata-Version: 2.1\nName: invsgm-test-plugin\nVersion: 0.1\n")
-    (site / "invsgm_test_plugin-0.1.dist-info" / "entry_points.txt").write_text(
-        "[invsgm.tasks]\ntop_half = invsgm_test_plugin:top_half\nbroken = invsgm_no_such_module:factory\n")
+    _dist(site, "invsgm_test_plugin", "[invsgm.tasks]\ntop_half = invsgm_test_plugin:top_half\n"
+                                      "broken = invsgm_no_such_module:factory\n"
+                                      "not_a_measurement = invsgm_test_plugin:not_a_measurement\n")
     (site / "invsgm_test_plugin.py").write_text(PLUGIN)
     monkeypatch.syspath_prepend(str(site))
     assert "top_half" in available_tasks()
@@ -398,19 +510,92 @@ def test_task_plugin_through_an_entry_point(tmp_path, monkeypatch, capsys):
     assert code == 2 and "task.rows = 'many': expected an integer (task 'top_half')" in err
     code, err = _run([str(tmp_path / "plugin.yaml"), "--set", "task={name: broken}"], capsys)
     assert code == 2 and "a module is missing: task plugin 'broken' (invsgm_no_such_module:factory)" in err, err
+    code, err = _run([str(tmp_path / "plugin.yaml"), "--set", "task={name: not_a_measurement}"], capsys)
+    assert code == 2 and "task: the factory of task 'not_a_measurement' returned a str, not a Measurement" in err, err
     shutil.rmtree(site)
     code, err = _run([str(tmp_path / "plugin.yaml")], capsys)
-    assert code == 2 and "unknown task 'top_half'" in err
+    assert code == 2 and "task.name = 'top_half': unknown task" in err, err
+
+
+SOLVER_PLUGIN = '''
+from invsgm.guidance import Guidance
+from invsgm.measurement import LinearMeasurement
+from invsgm.solvers import PC, Solver, SolverResult
+
+CALLS = []  # (network evaluations, rows) of every call
+
+
+class ConsistentPC(Solver):
+    """Unguided PC steps (the prior's sample), then x projected onto {x: A x = y}: x + A⁺(y − A x)."""
+
+    name = "consistent_pc"
+
+    def __init__(self, n_corrector_steps: int = 0):
+        self.pc = PC(guidance=Guidance(), n_corrector_steps=n_corrector_steps)
+
+    def check(self, measurement):
+        if not isinstance(measurement, LinearMeasurement):
+            raise ValueError(f"consistent_pc needs a linear measurement, got {measurement!r}")
+
+    def __call__(self, denoiser, sde, measurement, y, x, timesteps, *, generator=None, callback=None):
+        out = self.pc(denoiser, sde, measurement, y, x, timesteps, generator=generator, callback=callback)
+        CALLS.append((out.nfe, x.shape[0]))
+        return SolverResult(measurement.consistent(out.samples, y), out.nfe)
+
+
+def not_a_solver(x):
+    return x
+'''
+
+
+def test_solver_plugin_through_an_entry_point(tmp_path, monkeypatch, capsys):
+    site = tmp_path / "site"
+    _dist(site, "invsgm_test_solver", "[invsgm.solvers]\nconsistent_pc = invsgm_test_solver:ConsistentPC\n"
+                                      "not_a_solver = invsgm_test_solver:not_a_solver\n")
+    (site / "invsgm_test_solver.py").write_text(SOLVER_PLUGIN)
+    monkeypatch.syspath_prepend(str(site))
+    monkeypatch.delitem(sys.modules, "invsgm_test_solver", raising=False)
+    assert "consistent_pc" in available_solvers()
+    spec = {"model": {"pretrained": "photos_score"}, "sde": "vp",
+            "task": {"name": "inpaint", "mask": {"box": [8, 8, 16, 16]}},
+            "sampler": {"name": "consistent_pc", "steps": 2, "n_samples": 2, "n_corrector_steps": 1},
+            "inputs": {"dataset": "photos_test", "count": 1}, "output": str(tmp_path / "out")}
+    (tmp_path / "solver.yaml").write_text(yaml.safe_dump(spec))
+    assert main(["run", str(tmp_path / "solver.yaml")]) == 0
+    plugin = sys.modules["invsgm_test_solver"]  # loaded by the entry point
+    assert plugin.CALLS == [(2 * (1 + 1) + 1, 2)]  # 2 predictor + 2 corrector steps + the last x̂₀; 1 input × 2
+    assert yaml.safe_load((tmp_path / "out" / "run.yaml").read_text())["sampler"]["n_corrector_steps"] == 1
+    d = tmp_path / "out" / "000"
+    observed = np.ones((32, 32), dtype=bool)
+    observed[8:24, 8:24] = False
+    for s in ("samples/000.png", "samples/001.png", "mean.png"):
+        assert np.abs(_png(d / s) - _png(d / "truth.png"))[observed].max() <= Q  # its projection, exactly
+    code, err = _run([str(tmp_path / "solver.yaml"), "--set", "sampler.eta=0.5"], capsys)
+    assert code == 2 and ("sampler.eta = 0.5: unknown parameter of solver 'consistent_pc'; expected one of "
+                          "['n_corrector_steps']") in err, err
+    code, err = _run([str(tmp_path / "solver.yaml"), "--set", "sampler.n_corrector_steps=many"], capsys)
+    assert code == 2 and "sampler.n_corrector_steps = 'many': expected an integer (solver 'consistent_pc')" in err
+    code, err = _run([str(tmp_path / "solver.yaml"), "--set", "task={name: class_conditional}", "--set",
+                      "model.pretrained=digits_score", "--set", "inputs={labels: [1]}"], capsys)
+    assert code == 2 and "sampler.name = 'consistent_pc': consistent_pc needs a linear measurement" in err, err
+    code, err = _run([str(tmp_path / "solver.yaml"), "--set", "sampler={name: not_a_solver}"], capsys)
+    assert code == 2 and "solver plugin 'not_a_solver' is not an invsgm Solver subclass" in err, err
+    assert len(plugin.CALLS) == 1  # none of the failed runs sampled
+    shutil.rmtree(site)
+    code, err = _run([str(tmp_path / "solver.yaml")], capsys)
+    assert code == 2 and "sampler.name = 'consistent_pc': unknown solver" in err, err
 
 
 def test_set_paths_reach_nested_keys_and_list_entries():
     from invsgm.run import apply_set, parse_set
 
-    config = {"task": [{"name": "class_conditional"}, {"name": "inpaint", "mask": {"box": [0, 0, 4, 4]}}]}
-    for item in ("task.0.scale=3", "task.1.mask.box=[1, 2, 3, 4]", "sampler.steps=1e3", "output=out/x"):
+    config = {"task": [{"name": "class_conditional"}, {"name": "inpaint", "mask": {"box": [0, 0, 4, 4]}}],
+              "sampler": {"guidance": [{"name": "classifier"}, {"name": "replacement"}]}}
+    for item in ("sampler.guidance.0.scale=3", "task.1.mask.box=[1, 2, 3, 4]", "sampler.steps=1e3", "output=out/x"):
         apply_set(config, *parse_set(item), item)
-    assert config["task"][0]["scale"] == 3 and config["task"][1]["mask"]["box"] == [1, 2, 3, 4]
-    assert config["sampler"] == {"steps": 1000.0} and config["output"] == "out/x"
+    assert config["sampler"]["guidance"][0] == {"name": "classifier", "scale": 3}
+    assert config["task"][1]["mask"]["box"] == [1, 2, 3, 4]
+    assert config["sampler"]["steps"] == 1000.0 and config["output"] == "out/x"
     with pytest.raises(ValueError, match=r"--set task.name=x: task is a list of 2; 'name' is not an index"):
         apply_set(config, *parse_set("task.name=x"), "task.name=x")
 
