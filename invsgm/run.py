@@ -681,7 +681,7 @@ def run(config: Mapping[str, Any], *, progress: bool = True, log=None) -> RunRes
     try:
         solver.check(task)
     except ValueError as err:
-        raise ValueError(f"sampler.name = {s['name']!r}: {err}") from None
+        raise ValueError(f"sampler ({s['name']}): {err}") from None
 
     out = Path(config["output"])
     _prepare_output(out)

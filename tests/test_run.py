@@ -162,7 +162,7 @@ def _inpaint(tmp_path, *sets, out="out", extra=()):
                                   "of ['scale', 'power', 'data_variance', 'jacobian']"),
     (["sampler.guidance.scale=big"], "sampler.guidance.scale = 'big': expected a number (guidance 'pigdm')"),
     (["sampler.guidance=[{name: pigdm}]"], "sampler.guidance = [{'name': 'pigdm'}]: expected a guidance spec"),
-    (["sampler.guidance={name: classifier}"], "sampler.name = 'pc': Classifier guidance needs a ClassLabel "
+    (["sampler.guidance={name: classifier}"], "sampler (pc): Classifier guidance needs a ClassLabel "
                                               "measurement, got LinearMeasurement(Mask"),
     (["modle.pretrained=x"], "unknown key 'modle'"),
     (["task.name=inpant"], "task.name = 'inpant': unknown task; available: ["),
@@ -177,16 +177,16 @@ def _inpaint(tmp_path, *sets, out="out", extra=()):
     (["sampler.guidance.name=dps", "task.sigma_y=0.1", "sampler.guidance.scale=-1"],
      "sampler.guidance (dps): scale must be a finite number >= 0, got -1"),
     (["sampler.guidance={name: replacement}", "task.sigma_y=0.1"],
-     "sampler.name = 'pc': Replacement needs a noiseless measurement, got sigma_y = 0.2: use PiGDM or DPS guidance"),
+     "sampler (pc): Replacement needs a noiseless measurement, got sigma_y = 0.2: use PiGDM or DPS guidance"),
     (["sde=ve"], "sde = 've' but the model 'photos_score' has a 'vp' SDE"),
     (["inputs.dataset=digits_test"], "'digits_test' holds square grey images but the model's samples have shape"),
     (["model.pretrained=no_such_model"], "no pretrained model 'no_such_model'"),
     (["inputs.labels=[1]"], "inputs.labels = [1]: the task has no class_conditional part"),
     (["inputs={count: 2}"], "inputs = {'count': 2}: expected {dataset: one of ['photos_test', 'digits_test']"),
-    (["sampler={name: smc}"], "sampler.name = 'smc': SMC needs the exact likelihood p(y | x0) of "
+    (["sampler={name: smc}"], "sampler (smc): SMC needs the exact likelihood p(y | x0) of "
                               "LinearMeasurement(Mask(in_shape=(3, 32, 32), out_shape=(3, 32, 32)), sigma_y=0.0) "
                               "(e.g. sigma_y > 0)"),
-    (["sampler={name: repaint}", "task.sigma_y=0.1"], "sampler.name = 'repaint': RePaint needs noiseless "
+    (["sampler={name: repaint}", "task.sigma_y=0.1"], "sampler (repaint): RePaint needs noiseless "
                                                       "inpainting-type measurements"),
     (["device=tpu"], "device = 'tpu': expected auto, cpu, cuda or cuda:N"),
     (["sampler.steps"], "--set 'sampler.steps': expected KEY.SUB=VALUE"),
@@ -577,7 +577,7 @@ def test_solver_plugin_through_an_entry_point(tmp_path, monkeypatch, capsys):
     assert code == 2 and "sampler.n_corrector_steps = 'many': expected an integer (solver 'consistent_pc')" in err
     code, err = _run([str(tmp_path / "solver.yaml"), "--set", "task={name: class_conditional}", "--set",
                       "model.pretrained=digits_score", "--set", "inputs={labels: [1]}"], capsys)
-    assert code == 2 and "sampler.name = 'consistent_pc': consistent_pc needs a linear measurement" in err, err
+    assert code == 2 and "sampler (consistent_pc): consistent_pc needs a linear measurement" in err, err
     code, err = _run([str(tmp_path / "solver.yaml"), "--set", "sampler={name: not_a_solver}"], capsys)
     assert code == 2 and "solver plugin 'not_a_solver' is not an invsgm Solver subclass" in err, err
     assert len(plugin.CALLS) == 1  # none of the failed runs sampled

@@ -2,7 +2,8 @@
 
 A sampler spec is ``{name: NAME, steps: N, n_samples: N, batch_size: N, **params}``: ``steps``, ``n_samples``
 and ``batch_size`` are ``solve``'s, every other key is a constructor argument of the solver class
-``SOLVERS[NAME]`` (e.g. ``eta`` of DDRM), checked against its signature: an unknown key, or a value of
+``SOLVERS[NAME]`` (e.g. ``eta`` of DDRM; ``null`` leaves the solver's default, so that
+``--set sampler.name=ddrm --set sampler.guidance=null`` swaps the solver), checked against its signature: an unknown key, or a value of
 another kind than the parameter's default, raises a ``ValueError`` naming the key. Two kinds of values
 are names turned into objects here:
 
@@ -76,7 +77,7 @@ def split_sampler(spec: Any, defaults: Mapping[str, int]) -> tuple[dict[str, Any
         spec = {}
     if not isinstance(spec, Mapping):
         raise bad("sampler", spec, f"a mapping {{name: one of {available_solvers()}, steps: N, n_samples: N, ...}}")
-    spec = dict(spec)
+    spec = {k: v for k, v in spec.items() if v is not None}  # null: the solver's default (to swap solvers)
     run = {key: integer(f"sampler.{key}", spec.pop(key, defaults[key]), low) for key, low in RUN_KEYS.items()}
     spec.setdefault("name", "pc")
     return spec, run
@@ -87,12 +88,12 @@ def build_solver(spec: Mapping[str, Any], where: str = "sampler") -> Solver:
     name = spec.get("name", "pc")
     cls = solver_class(name, f"{where}.name")
     params = {k: v for k, v in spec.items() if k != "name"}
+    check_arguments(where, f"solver {name!r}", cls, params)
     if "guidance" in params:
         params["guidance"] = build_guidance(params["guidance"], f"{where}.guidance")
     for key, table in (("predictor", PREDICTORS), ("corrector", CORRECTORS)):
         if key in params:
             params[key] = table[choice(f"{where}.{key}", params[key], sorted(table))]
-    check_arguments(where, f"solver {name!r}", cls, params)
     try:
         return cls(**params)
     except ValueError as err:
