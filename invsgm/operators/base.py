@@ -133,9 +133,15 @@ class LinearOperator(abc.ABC):
         return (v - self._adjoint(w)) / rho_in
 
     def prox(self, z: torch.Tensor, y: torch.Tensor, rho: torch.Tensor | float) -> torch.Tensor:
-        """argmin_x ½‖A x − y‖² + ½ρ‖x − z‖² = (ρ I + AᵀA)⁻¹ (Aᵀ y + ρ z); ρ > 0, a float or (B,)."""
+        """argmin_x ½‖A x − y‖² + ½ρ‖x − z‖² = (ρ I + AᵀA)⁻¹ (Aᵀ y + ρ z) = z + Aᵀ(A Aᵀ + ρ I)⁻¹ (y − A z); ρ > 0,
+        a float or (B,). The last form (push-through identity) never divides by ρ: it stays accurate in
+        float32 for the tiny ρ of DiffPIR's first steps, where (ρ I + AᵀA)⁻¹ loses all precision."""
         z = self._check(z, self.in_shape, "z")
-        return self.normal_solve(self.adjoint(y) + _per_sample(rho, z, "rho") * z, rho)
+        y = self._check(y, self.out_shape, "y")
+        rho_y = _per_sample(rho, y, "rho")
+        if not bool((rho_y > 0).all()):
+            raise ValueError(f"{type(self).__name__}: rho must be > 0, got {rho!r}")
+        return z + self._adjoint(self._gram_solve(y - self._forward(z), _per_sample(1.0, y, "r2"), rho_y))
 
     def pinv(self, y: torch.Tensor) -> torch.Tensor:
         """A⁺ y = Aᵀ (A Aᵀ)⁺ y (by default through CG: exact for y in A's range or A Aᵀ invertible)."""

@@ -34,25 +34,40 @@ class DiffPIR(Solver):
       deblurring value and deepinv's default. The data step is argmin ½‖y − Ax‖² + ½ρ_t‖x − x̂₀‖²: x̂₀ is
       trusted like a Gaussian of covariance σ̄_t²/λ. Units: here σ_y and σ̄_t are both in the model's data
       space; the official code takes σ_y in [0, 1] pixel units but σ̄_t in the model's [−1, 1] units, so its
-      λ is 4× ours for the same problem (deepinv's prox with γ = 1/(2ρ) makes it 2×). We keep the paper's
-      formula in consistent units.
+      λ is 4× ours for the same ρ_t (its 7 is our 1.75; deepinv's prox with γ = 1/(2ρ) makes its λ 2× ours).
+      We keep the paper's formula in consistent units.
     - ``zeta`` ζ ∈ [0, 1], the fraction of fresh noise in the re-noising step (ζ = 0: DDIM-like, ζ = 1: full
       re-noising). The paper tunes it per task; 0.3 is the official code's deblurring value (super-resolution
       runs use 0.25, inpainting 1.0 with λ = 1 and 20 steps, deepinv defaults to 0.1). We take the deblurring
       pair (λ, ζ) = (7, 0.3) as the one documented pair that goes together.
+    - ``clip`` None or a range (lo, hi) to clamp x̂₀ = D(x_t, t) into before the data step. The official code
+      clamps to [−1, 1] (guided-diffusion's ``clip_denoised=True``); None by default, since the library's priors
+      have no fixed range (clamping would bias an exact Gaussian prior). Pass (−1, 1) for models of centred
+      images: with few steps it matters (photos_score, Gaussian blur σ_y = 0.05, 20 steps: 18.8 → 23.7 dB PSNR
+      on 4 test patches; at 100 steps 26.5 dB either way).
 
-    ``check`` accepts any ``LinearMeasurement``: the data step only needs A, Aᵀ and the exact Gram solve
-    (ρI + A Aᵀ)⁻¹, which every operator has.
+    The time grid is the caller's (the official code walks a quadratic grid of DDPM indices, 100 steps); the
+    first step is at t_0 = T from a prior draw (its t_start = 999). ``check`` accepts any ``LinearMeasurement``:
+    the data step only needs A, Aᵀ and the exact Gram solve (A Aᵀ + ρI)⁻¹, which every operator has.
     """
 
     name = "diffpir"
 
-    def __init__(self, lambda_: float = 7.0, zeta: float = 0.3):
+    def __init__(self, lambda_: float = 7.0, zeta: float = 0.3, clip: tuple[float, float] | None = None):
         self.lambda_ = _checks.positive("lambda_", lambda_)
         z = float(zeta)
         if not (math.isfinite(z) and 0.0 <= z <= 1.0):
             raise ValueError(f"zeta must lie in [0, 1], got {zeta!r}")
         self.zeta = z
+        if clip is not None:
+            try:
+                lo, hi = (float(c) for c in clip)
+            except (TypeError, ValueError):
+                raise ValueError(f"clip must be None or a pair (lo, hi), got {clip!r}") from None
+            if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
+                raise ValueError(f"clip must be None or a pair (lo, hi) of finite numbers with lo < hi, got {clip!r}")
+            clip = (lo, hi)
+        self.clip = clip
 
     def check(self, measurement) -> None:
         linear_part(measurement, "DiffPIR")
@@ -65,10 +80,7 @@ class DiffPIR(Solver):
             return measurement.consistent(x0, y)
         op = measurement.operator
         rho = self.lambda_ * measurement.sigma_y ** 2 / sigma_bar.pow(2)
-        # = op.prox(x0, y, rho) = (ρI + AᵀA)⁻¹(Aᵀy + ρ x̂₀), written as x̂₀ + Aᵀ(A Aᵀ + ρI)⁻¹(y − A x̂₀) (push-through
-        # identity): the same exact Gram solve, but without normal_solve's division by ρ, which loses all
-        # float32 precision when ρ is tiny (ρ ≈ 1e-7 at t = T on the VP image models).
-        return x0 + op.adjoint(op.gram_solve(y - op(x0), 1.0, rho))
+        return op.prox(x0, y, rho)  # exact Gram solve; accurate for the tiny ρ of the first steps
 
     @torch.no_grad()
     def __call__(self, denoiser, sde, measurement, y, x, timesteps, *, generator=None, callback=None):
@@ -82,6 +94,8 @@ class DiffPIR(Solver):
             t, s = ts[i], ts[i + 1]
             alpha_t, std_t = sde.marginal_coeffs(t)
             x0 = denoiser.x0(x, t)
+            if self.clip is not None:
+                x0 = x0.clamp(*self.clip)
             x0 = self.data_step(measurement, x0, y, std_t / alpha_t)
             if i == n - 1:
                 # Last step: return x̂₀' (s = 0). The official code's last iteration skips the data step and the
