@@ -24,7 +24,7 @@ from typing import Any, Callable
 
 import torch
 
-from invsgm.config.solvers import build_solver
+from invsgm.config.solvers import build_solver, build_timesteps, split_sampler
 from invsgm.data import photos_test_images
 from invsgm.measurement import LinearMeasurement
 from invsgm.metrics import psnr, ssim
@@ -90,6 +90,7 @@ def evaluate(problem: Problem, solver_name: str, images: torch.Tensor, model, se
     """PSNR / SSIM of the posterior mean, nfe and seconds per image; None if the solver refuses the problem."""
     spec, steps, n = spec_for(solver_name, problem)
     meas = LinearMeasurement(problem.operator(), 2.0 * problem.sigma_y)
+    spec, run = split_sampler({**spec, "steps": steps, "n_samples": n}, {"batch_size": 1})
     solver = build_solver(spec)
     try:
         solver.check(meas)
@@ -98,7 +99,8 @@ def evaluate(problem: Problem, solver_name: str, images: torch.Tensor, model, se
     x = to_model_space(images, model.card)
     y = meas.simulate(x, torch.Generator().manual_seed(seed))
     start = time.perf_counter()
-    sol = solve(meas, y, model, solver, n=n, steps=steps, seed=seed + 1)
+    sol = solve(meas, y, model, solver, n=n, timesteps=build_timesteps(model.sde, steps, run.get("grid")),
+                seed=seed + 1)
     seconds = (time.perf_counter() - start) / len(images)
     samples = from_model_space(sol.samples, model.card).clamp(0, 1)
     mean = _quantize(samples.mean(1))

@@ -12,6 +12,7 @@ The YAML file (every key checked; an unknown key, a wrong type or an unknown nam
       steps: 200                            # steps of the time grid
       n_samples: 4                          # independent posterior samples per input
       batch_size: 8                         # inputs solved together (read, solved and written one batch at a time)
+      grid: {sigma_max: 10, rho: 7}         # optional: steps placed by the noise level σ/α (default: uniform in t)
       guidance: auto                        # pc / smc: {name: pigdm, scale: 2, power: 2, data_variance: 0.25} |
                                             # {name: dps, ...} | {name: replacement} | {name: classifier, scale: 2}
                                             # | a list, one per task of a list; auto: replacement for noiseless
@@ -86,7 +87,7 @@ from .evaluate import _jsonable
 from .atomic import atomic_open
 from .config import (apply_set, apply_sets, bad, boolean, choice, integer, is_int, mapping, number, parse_set,
                      read_yaml, sde_name, string)
-from .config.solvers import build_solver, split_sampler
+from .config.solvers import build_solver, build_timesteps, split_sampler
 from .measurement import ClassLabel, Joint, LinearMeasurement, Measurement
 
 SECTIONS = ("model", "sde", "task", "sampler", "inputs", "output", "seed", "device")
@@ -559,7 +560,8 @@ class _BatchSolver:
     def __init__(self, model, task: Measurement, sampler: Mapping[str, Any], shape: tuple[int, int, int],
                  centered: bool, generator: torch.Generator):
         self.model, self.task, self.sampler, self.shape, self.centered = model, task, sampler, shape, centered
-        self.solver = build_solver({k: v for k, v in sampler.items() if k not in SAMPLER_DEFAULTS})
+        self.solver = build_solver({k: v for k, v in sampler.items() if k not in (*SAMPLER_DEFAULTS, "grid")})
+        self.timesteps = build_timesteps(model.sde, sampler["steps"], sampler.get("grid"))
         self.generator = generator
         self.device = generator.device
         self.class_part, self.image_part = _class_part(task), _image_part(task)
@@ -576,7 +578,7 @@ class _BatchSolver:
                   if self.class_part is not None else None)
         y = measure(self.task, x, labels, self.generator)
         t0 = time.perf_counter()
-        sol = solve(self.task, y, self.model, self.solver, n=n, steps=s["steps"], shape=self.shape,
+        sol = solve(self.task, y, self.model, self.solver, n=n, timesteps=self.timesteps, shape=self.shape,
                     generator=self.generator)
         self.seconds += time.perf_counter() - t0
         bad = ~torch.isfinite(sol.samples.reshape(b, -1)).all(1)
@@ -677,7 +679,7 @@ def run(config: Mapping[str, Any], *, progress: bool = True, log=None) -> RunRes
         raise ValueError(f"inputs.labels: label {bad} is not a class of the classifier (0 to {k - 1})")
     s = config["sampler"]
     n = s["n_samples"]
-    solver = build_solver({k: v for k, v in s.items() if k not in SAMPLER_DEFAULTS})
+    solver = build_solver({k: v for k, v in s.items() if k not in (*SAMPLER_DEFAULTS, "grid")})
     try:
         solver.check(task)
     except ValueError as err:

@@ -14,7 +14,7 @@ import torch
 from . import _checks
 from .denoisers import Denoiser, as_denoiser
 from .measurement import Measurement
-from .sampling.timesteps import check_timesteps, default_timesteps
+from .sampling.timesteps import check_timesteps, default_timesteps, initial_std
 from .sde import SDE
 from .solvers import PC, Solver
 
@@ -62,7 +62,8 @@ def solve(measurement: Measurement, observation: Any, model: Any, solver: Solver
     ``model``: a ``Denoiser``, a ``Pretrained`` score model, an exact ``GaussianMixture`` prior or any score
     function s(x, t) (the last two need ``sde``; when both are given they must agree). ``solver``: any
     ``Solver`` (default ``PC()``), run on ``timesteps`` (default: ``steps`` uniform steps from T to
-    ``sde.eps``). Observations are processed ``batch_size`` at a time; ``callback(done, total)`` runs
+    ``sde.eps``; ``invsgm.sampling.timesteps.noise_level_timesteps`` places them by noise level), from
+    x_{t_0} ~ N(0, s² I), s = ``initial_std(sde, t_0)`` (the prior at T). Observations are processed ``batch_size`` at a time; ``callback(done, total)`` runs
     after each batch. Samples are a function of the seed (or ``generator``) and ``batch_size``.
     """
     if not isinstance(measurement, Measurement):
@@ -88,6 +89,7 @@ def solve(measurement: Measurement, observation: Any, model: Any, solver: Solver
     if generator is None and seed is not None:
         generator = torch.Generator(device).manual_seed(int(seed))
     ts = default_timesteps(sde, steps) if timesteps is None else check_timesteps(timesteps, sde)
+    scale = initial_std(sde, float(ts[0]))  # x_{t_0}: the prior's draw at T (see initial_std otherwise)
 
     chunks, extras, nfe = [], {}, 0
     bar = _progress(len(ts) - 1, progress)
@@ -95,7 +97,7 @@ def solve(measurement: Measurement, observation: Any, model: Any, solver: Solver
         y_chunk = measurement.to(measurement.select(y, slice(start, start + batch_size)), device)
         count = measurement.batch_size(y_chunk)
         y_rep = measurement.repeat(y_chunk, n)
-        x = sde.prior_sampling((count * n, *x_shape), generator=generator, device=device, dtype=dtype)
+        x = scale * torch.randn((count * n, *x_shape), generator=generator, device=device, dtype=dtype)
         if bar is not None:
             bar.reset()
         result = solver(denoiser, sde, measurement, y_rep, x, ts, generator=generator,

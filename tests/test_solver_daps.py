@@ -21,7 +21,8 @@ from invsgm.sampling.timesteps import default_timesteps
 from invsgm.sde import SDE, VESDE, VPSDE
 from invsgm.solve import solve
 from invsgm.solvers import DAPS
-from invsgm.solvers.daps import NOISELESS_SIGMA, annealing_timesteps
+from invsgm.sampling.timesteps import noise_level_timesteps
+from invsgm.solvers.daps import NOISELESS_SIGMA
 from invsgm.stats import sliced_wasserstein
 
 N_SAMPLES = 4000
@@ -116,7 +117,7 @@ def test_gaussian_prior_matches_exact_daps_law_and_its_pinned_bias(key):
     prior, mu, Sigma, A, meas, y, pm, pC = _problem()
     solver = DAPS(ode_steps=K, langevin_steps=N, lr=lr)
     start = time.perf_counter()
-    ts = annealing_timesteps(sde, steps)
+    ts = noise_level_timesteps(sde, steps, sigma_max=100.0, sigma_min=0.1)
     sol = solve(meas, y, prior, solver, sde=sde, n=N_SAMPLES, timesteps=ts, seed=1)
     elapsed = time.perf_counter() - start
     assert sol.nfe == steps * K
@@ -202,9 +203,9 @@ def test_solver_call_nfe_callback_and_noiseless_default_beta():
     assert [c[1] for c in calls] == pytest.approx(ts[1:].tolist())
 
 
-def test_annealing_timesteps_are_the_papers_edm_grid():
+def test_noise_level_timesteps_give_the_papers_edm_grid():
     for sde in (VPSDE(), VESDE(0.01, 50.0)):
-        ts = annealing_timesteps(sde, 200)
+        ts = noise_level_timesteps(sde, 200, sigma_max=100.0, sigma_min=0.1)
         sig = _ratio(sde, ts)
         assert ts.shape == (201,) and bool((ts[1:] < ts[:-1]).all())
         assert sig[0].item() == pytest.approx(min(100.0, _ratio(sde, torch.tensor(1.0)).item()), rel=1e-9)
@@ -245,4 +246,4 @@ def test_bad_input_raises():
     with pytest.raises(ValueError, match="likelihood_sigma"):
         DAPS(likelihood_sigma=-1.0)
     with pytest.raises(ValueError, match="sigma_min"):
-        annealing_timesteps(VESDE(0.01, 50.0), 10, sigma_max=0.05, sigma_min=0.1)
+        noise_level_timesteps(VESDE(0.01, 50.0), 10, sigma_max=0.05, sigma_min=0.1)

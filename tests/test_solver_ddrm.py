@@ -18,7 +18,7 @@ from invsgm.measurement import ClassLabel, LinearMeasurement
 from invsgm.operators import AvgPool, Matrix, box_mask
 from invsgm.operators.base import LinearOperator
 from invsgm.priors import GaussianMixture
-from invsgm.sampling.timesteps import default_timesteps
+from invsgm.sampling.timesteps import default_timesteps, initial_std
 from invsgm.sde import VESDE, VPSDE
 from invsgm.solve import solve
 from invsgm.solvers import DDRM
@@ -163,7 +163,7 @@ class _Recorder(Denoiser):
 
 @pytest.mark.parametrize("kind", ["vp", "ve"])
 def test_initial_state_is_the_papers_p_xT_given_y(kind):
-    """x_{t_0} = α V x̄ with x̄_i = ȳ_i + √(σ̄² − σ_y²/s_i²) z_i where s_i σ̄ > σ_y, else σ̄ z_i; z = Vᵀx / prior_std.
+    """x_{t_0} = α V x̄ with x̄_i = ȳ_i + √(σ̄² − σ_y²/s_i²) z_i where s_i σ̄ > σ_y, else σ̄ z_i; z = Vᵀx / initial_std(t_0).
     (The law tests barely see the initialisation: the next step resets the strongly observed coordinates.)"""
     sde = SDES[kind]
     mu, var, A, y, prior = _gaussian_problem(0.3, seed=9)
@@ -174,11 +174,12 @@ def test_initial_state_is_the_papers_p_xT_given_y(kind):
     ts = torch.tensor([t0, t0 / 3, sde.eps], dtype=F64)
     alpha, std = (c.item() for c in sde.marginal_coeffs(ts[:1]))
     sb = std / alpha
-    x = sde.prior_sampling((5, 6), generator=torch.Generator().manual_seed(0), dtype=F64)
+    scale = initial_std(sde, t0)  # the initial state's convention (solve draws x_{t_0} ~ N(0, scale² I))
+    x = scale * torch.randn((5, 6), generator=torch.Generator().manual_seed(0), dtype=F64)
     den = _Recorder(sde)
     DDRM()(den, sde, LinearMeasurement(Matrix(A), 0.3), y[None].repeat(5, 1), x, ts,
            generator=torch.Generator().manual_seed(1))
-    z = x @ Vh.T / sde.prior_std()
+    z = x @ Vh.T / scale
     nsr = 0.3 / s
     assert bool((nsr[:2] < sb).all()) and nsr[2] > sb
     xbar = sb * z

@@ -1,7 +1,8 @@
 """Solver and guidance names → objects: the table behind the ``sampler:`` section of ``invsgm run`` YAML files.
 
-A sampler spec is ``{name: NAME, steps: N, n_samples: N, batch_size: N, **params}``: ``steps``, ``n_samples``
-and ``batch_size`` are ``solve``'s, every other key is a constructor argument of the solver class
+A sampler spec is ``{name: NAME, steps: N, n_samples: N, batch_size: N, grid: {...}, **params}``: ``steps``,
+``n_samples``, ``batch_size`` and the optional ``grid: {sigma_max, sigma_min, rho}`` (steps placed by noise
+level instead of uniformly in t, ``build_timesteps``) are ``solve``'s, every other key is a constructor argument of the solver class
 ``SOLVERS[NAME]`` (e.g. ``eta`` of DDRM; ``null`` leaves the solver's default, so that
 ``--set sampler.name=ddrm --set sampler.guidance=null`` swaps the solver), checked against its signature: an unknown key, or a value of
 another kind than the parameter's default, raises a ``ValueError`` naming the key. Two kinds of values
@@ -22,10 +23,14 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
+import torch
+
 from ..guidance import DPS, Classifier, Composite, Guidance, PiGDM, Replacement
 from ..sampling import CORRECTORS, PREDICTORS
+from ..sampling.timesteps import default_timesteps, noise_level_timesteps
+from ..sde import SDE
 from ..solvers import DAPS, DDRM, PC, SMC, DiffPIR, RePaint, Solver
-from .checks import bad, choice, integer
+from .checks import bad, choice, integer, mapping, number
 from .plugins import available, check_arguments, lookup
 
 ENTRY_POINT_GROUP = "invsgm.solvers"
@@ -34,6 +39,7 @@ SOLVERS: dict[str, type[Solver]] = {"pc": PC, "smc": SMC, "ddrm": DDRM, "diffpir
 GUIDANCE: dict[str, type[Guidance]] = {"pigdm": PiGDM, "dps": DPS, "classifier": Classifier,
                                        "replacement": Replacement}
 RUN_KEYS = {"steps": 1, "n_samples": 1, "batch_size": 1}  # solve()'s keys, with their lowest value
+GRID_KEYS = ("sigma_max", "sigma_min", "rho")
 
 
 def available_solvers() -> list[str]:
@@ -79,8 +85,22 @@ def split_sampler(spec: Any, defaults: Mapping[str, int]) -> tuple[dict[str, Any
         raise bad("sampler", spec, f"a mapping {{name: one of {available_solvers()}, steps: N, n_samples: N, ...}}")
     spec = {k: v for k, v in spec.items() if v is not None}  # null: the solver's default (to swap solvers)
     run = {key: integer(f"sampler.{key}", spec.pop(key, defaults[key]), low) for key, low in RUN_KEYS.items()}
+    if "grid" in spec:
+        grid = mapping("sampler.grid", spec.pop("grid"), GRID_KEYS)
+        run["grid"] = {k: number(f"sampler.grid.{k}", v) for k, v in grid.items()}
     spec.setdefault("name", "pc")
     return spec, run
+
+
+def build_timesteps(sde: SDE, steps: int, grid: Mapping[str, float] | None) -> torch.Tensor:
+    """The time grid of a sampler section: ``steps`` uniform steps in t, or with ``grid: {sigma_max, sigma_min,
+    rho}`` placed by noise level (``noise_level_timesteps``; rho 7 by default)."""
+    if grid is None:
+        return default_timesteps(sde, steps)
+    try:
+        return noise_level_timesteps(sde, steps, grid.get("sigma_max"), grid.get("sigma_min"), grid.get("rho", 7.0))
+    except ValueError as err:
+        raise ValueError(f"sampler.grid = {dict(grid)!r}: {err}") from None
 
 
 def build_solver(spec: Mapping[str, Any], where: str = "sampler") -> Solver:
@@ -101,4 +121,4 @@ def build_solver(spec: Mapping[str, Any], where: str = "sampler") -> Solver:
 
 
 __all__ = ["ENTRY_POINT_GROUP", "GUIDANCE", "RUN_KEYS", "SOLVERS", "available_solvers", "build_guidance",
-           "build_solver", "solver_class", "split_sampler"]
+           "build_solver", "build_timesteps", "solver_class", "split_sampler"]

@@ -1,10 +1,14 @@
-"""Time grids of the samplers and their validation.
+"""Time grids of the samplers and solvers, their validation, and the initial state's scale.
 
-A sampler walks a strictly decreasing grid t_0 = T > t_1 > ... > t_n = eps, one step per interval.
+A sampler walks a strictly decreasing grid t_0 > t_1 > ... > t_n, one step per interval: uniform in t
+from T to eps (``default_timesteps``), or placed by noise level ς = σ(t)/α(t), the noise of the scaled
+variable x/α (``noise_level_timesteps``: uniform in ς^{1/ρ}, linear for ρ = 1, Karras et al.'s for ρ = 7).
 """
 from __future__ import annotations
 
 from typing import Sequence
+
+import math
 
 import torch
 
@@ -33,3 +37,60 @@ def check_timesteps(timesteps: torch.Tensor | Sequence[float], sde: SDE) -> torc
     if not bool((ts[1:] < ts[:-1]).all()):
         raise ValueError("timesteps must be strictly decreasing (from T towards 0)")
     return ts
+
+
+def noise_ratio(sde: SDE, t: torch.Tensor) -> torch.Tensor:
+    """ς(t) = σ(t)/α(t), the noise level of the scaled variable x/α (VE-like); t a float64 tensor."""
+    alpha, std = sde.marginal_coeffs(t)
+    return std / alpha
+
+
+def time_of_noise(sde: SDE, target: torch.Tensor, lo: float | torch.Tensor, hi: float | torch.Tensor,
+                  iters: int = 100) -> torch.Tensor:
+    """Times t in [lo, hi] with ς(t) = target (bisection in float64; ς increases with t for VE, VP, sub-VP)."""
+    target = torch.as_tensor(target, dtype=torch.float64)
+    lo = torch.as_tensor(lo, dtype=torch.float64).expand_as(target).clone()
+    hi = torch.as_tensor(hi, dtype=torch.float64).expand_as(target).clone()
+    for _ in range(iters):
+        mid = 0.5 * (lo + hi)
+        above = noise_ratio(sde, mid) > target
+        hi = torch.where(above, mid, hi)
+        lo = torch.where(above, lo, mid)
+    return 0.5 * (lo + hi)
+
+
+def noise_levels(high: torch.Tensor | float, low: torch.Tensor | float, n: int, rho: float = 7.0) -> torch.Tensor:
+    """n noise levels from ``high`` down to ``low``, uniform in ς^{1/ρ} (Karras et al.'s grid); (..., n) float64."""
+    high = torch.as_tensor(high, dtype=torch.float64)[..., None]
+    low = torch.as_tensor(low, dtype=torch.float64)[..., None]
+    r = torch.linspace(0.0, 1.0, n, dtype=torch.float64) if n > 1 else torch.zeros(1, dtype=torch.float64)
+    return (high ** (1 / rho) + r * (low ** (1 / rho) - high ** (1 / rho))) ** rho
+
+
+def noise_level_timesteps(sde: SDE, n_steps: int, sigma_max: float | None = None, sigma_min: float | None = None,
+                          rho: float = 7.0) -> torch.Tensor:
+    """n_steps + 1 times whose noise levels ς are uniform in ς^{1/ρ} from min(sigma_max, ς(T)) down to
+    max(sigma_min, ς(sde.eps)) (None: the SDE's own end), float64; an end that is the SDE's is exactly T / eps."""
+    n_steps = _checks.positive_int("n_steps", n_steps)
+    rho = _checks.positive("rho", rho)
+    top, bottom = (float(v) for v in noise_ratio(sde, torch.tensor([sde.T, sde.eps], dtype=torch.float64)))
+    high = top if sigma_max is None else min(_checks.positive("sigma_max", sigma_max), top)
+    low = bottom if sigma_min is None else max(_checks.positive("sigma_min", sigma_min), bottom)
+    if not low < high:
+        raise ValueError(f"noise levels: sigma_min ({low:.4g}) must be below sigma_max ({high:.4g}) within the "
+                         f"SDE's range [{bottom:.4g}, {top:.4g}]")
+    ts = time_of_noise(sde, noise_levels(high, low, n_steps + 1, rho), sde.eps, sde.T)
+    if high == top:
+        ts[0] = sde.T
+    if low == bottom:
+        ts[-1] = sde.eps
+    return ts
+
+
+def initial_std(sde: SDE, t0: float) -> float:
+    """The scale of the state a grid starts from: the prior's at T, else √(α(t₀)² + σ(t₀)²), the standard
+    deviation of x_{t₀} for data of unit variance (equal to the prior's for VP)."""
+    if t0 >= sde.T:
+        return sde.prior_std()
+    alpha, std = sde.marginal_coeffs(torch.tensor([float(t0)], dtype=torch.float64))
+    return math.sqrt(float(alpha[0]) ** 2 + float(std[0]) ** 2)

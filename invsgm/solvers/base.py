@@ -2,7 +2,8 @@
 
     solver(denoiser, sde, measurement, y, x, timesteps, *, generator=None, callback=None) -> SolverResult
 
-``x`` (B, ...) is the initial state, a draw of p_T; row i is conditioned on the observation ``y[i]``;
+``x`` (B, ...) is the initial state, a draw of N(0, s² I) at t_0 with s = ``initial_std(sde, t_0)`` (the prior
+at T); row i is conditioned on the observation ``y[i]``;
 ``timesteps`` is a decreasing grid T = t_0 > ... > t_n; randomness comes only from ``generator``;
 ``callback(i, t, x, x0)`` runs after step i with the state and the current x̂₀. Every solver returns
 one posterior sample per row (``solve`` repeats and batches around it) and the number of network

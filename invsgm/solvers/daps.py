@@ -26,7 +26,7 @@ import torch
 from .. import _checks
 from ..measurement import linear_part
 from ..sampling.pc import check_state
-from ..sampling.timesteps import check_timesteps
+from ..sampling.timesteps import check_timesteps, noise_levels, noise_ratio, time_of_noise
 from ..sde import SDE
 from .base import Solver, SolverResult, noise
 
@@ -35,63 +35,13 @@ from .base import Solver, SolverResult, noise
 NOISELESS_SIGMA = 0.01 / math.sqrt(2.0)
 
 
-def noise_ratio(sde: SDE, t: torch.Tensor) -> torch.Tensor:
-    """ς(t) = σ(t)/α(t), the noise level of the scaled variable x/α (VE-like); t a float64 tensor."""
-    alpha, std = sde.marginal_coeffs(t)
-    return std / alpha
-
-
-def time_of_noise(sde: SDE, target: torch.Tensor, lo: float | torch.Tensor, hi: float | torch.Tensor,
-                  iters: int = 100) -> torch.Tensor:
-    """Times t in [lo, hi] with ς(t) = target (bisection in float64; ς increases with t for VE, VP, sub-VP)."""
-    target = torch.as_tensor(target, dtype=torch.float64)
-    lo = torch.as_tensor(lo, dtype=torch.float64).expand_as(target).clone()
-    hi = torch.as_tensor(hi, dtype=torch.float64).expand_as(target).clone()
-    for _ in range(iters):
-        mid = 0.5 * (lo + hi)
-        above = noise_ratio(sde, mid) > target
-        hi = torch.where(above, mid, hi)
-        lo = torch.where(above, lo, mid)
-    return 0.5 * (lo + hi)
-
-
-def edm_levels(high: torch.Tensor | float, low: torch.Tensor | float, n: int, rho: float = 7.0) -> torch.Tensor:
-    """n noise levels from ``high`` down to ``low``, uniform in ς^{1/ρ} (Karras et al.'s grid); (..., n) float64."""
-    high = torch.as_tensor(high, dtype=torch.float64)[..., None]
-    low = torch.as_tensor(low, dtype=torch.float64)[..., None]
-    r = torch.linspace(0.0, 1.0, n, dtype=torch.float64) if n > 1 else torch.zeros(1, dtype=torch.float64)
-    return (high ** (1 / rho) + r * (low ** (1 / rho) - high ** (1 / rho))) ** rho
-
-
-def annealing_timesteps(sde: SDE, n_steps: int = 200, sigma_max: float | None = 100.0, sigma_min: float = 0.1,
-                        rho: float = 7.0) -> torch.Tensor:
-    """DAPS's annealing grid as times: n_steps + 1 levels ς uniform in ς^{1/ρ} from min(sigma_max, ς(T)) down to
-    max(sigma_min, ς(sde.eps)) (the paper's EDM grid, σ from 100 to 0.1; ``sigma_max`` None: ς(T)), float64."""
-    n_steps = _checks.positive_int("n_steps", n_steps)
-    rho = _checks.positive("rho", rho)
-    sigma_min = _checks.positive("sigma_min", sigma_min)
-    ends = torch.tensor([sde.T, sde.eps], dtype=torch.float64)
-    top, bottom = (float(v) for v in noise_ratio(sde, ends))
-    high = top if sigma_max is None else min(_checks.positive("sigma_max", sigma_max), top)
-    low = max(sigma_min, bottom)
-    if not low < high:
-        raise ValueError(f"annealing_timesteps: sigma_min ({low:.4g}) must be below sigma_max ({high:.4g}) "
-                         f"within the SDE's range [{bottom:.4g}, {top:.4g}]")
-    ts = time_of_noise(sde, edm_levels(high, low, n_steps + 1, rho), sde.eps, sde.T)
-    if high == top:
-        ts[0] = sde.T
-    if low == bottom:
-        ts[-1] = sde.eps
-    return ts
-
-
 class DAPS(Solver):
     """DAPS (see module): per level, x̂₀ by ``ode_steps`` Euler steps of the PF-ODE, ``langevin_steps`` Langevin
     steps on N(x₀; x̂₀, ς_t² I) p(y | x₀), re-noise to the next level. nfe = ode_steps per level.
 
     Defaults are DAPS-1K's (paper, Table/App. and the official configs): 5 ODE steps, 100 Langevin steps,
     lr = 1e-4 (super-resolution and deblurring; 5e-5 for inpainting), lr_min_ratio = 0.01; the paper's 200
-    annealing levels are the grid's (``annealing_timesteps(sde, 200)``, or ``solve(..., steps=200)``).
+    annealing levels are the grid's (``noise_level_timesteps(sde, 200, sigma_max=100, sigma_min=0.1, rho=7)``).
     ``likelihood_sigma`` β of the Langevin data term N(y; A x₀, β² I): None uses the measurement's σ_y, or for a
     noiseless one ``NOISELESS_SIGMA`` = 0.01/√2 (the official τ = 0.01, used there for every task); a number is
     used always, as the official code does. The Langevin step is explicit: it needs η (‖A‖²/β² + 1/ς²) < 2.
@@ -130,7 +80,7 @@ class DAPS(Solver):
         """(n, ode_steps) float64 times of the ODE's evaluations at each level t_i: ς from ς(t_i) to ς(t_n), ρ = 7."""
         ts = torch.as_tensor(timesteps, dtype=torch.float64)
         levels, end = ts[:-1], ts[-1]
-        sig = edm_levels(noise_ratio(sde, levels), noise_ratio(sde, end.reshape(1)), self.ode_steps)
+        sig = noise_levels(noise_ratio(sde, levels), noise_ratio(sde, end.reshape(1)), self.ode_steps)
         times = time_of_noise(sde, sig, end, levels[:, None].expand_as(sig))
         times[:, 0] = levels
         if self.ode_steps > 1:

@@ -17,6 +17,7 @@ import torch
 
 from ..measurement import LinearMeasurement, linear_part
 from ..operators import SVD
+from ..sampling.timesteps import initial_std
 from ..sde import _bcast
 from .base import Solver, SolverResult, noise, times
 
@@ -96,7 +97,7 @@ class DDRM(Solver):
         sigma_y = m.sigma_y
 
         # spectral data: d coordinates of x, the first k = len(s) of them carry singular values
-        z = svd.Vt(x) / sde.prior_std()  # (B, d): the given prior draw, whitened
+        z = svd.Vt(x) / initial_std(sde, t_floats[0])  # (B, d): the given initial draw, whitened
         uty = svd.Ut(y.to(x))  # (B, m)
         d = z.shape[1]
         s64 = svd.s.detach().to(device="cpu", dtype=torch.float64)
