@@ -84,7 +84,8 @@ def split_sampler(spec: Any, defaults: Mapping[str, int]) -> tuple[dict[str, Any
     if not isinstance(spec, Mapping):
         raise bad("sampler", spec, f"a mapping {{name: one of {available_solvers()}, steps: N, n_samples: N, ...}}")
     spec = {k: v for k, v in spec.items() if v is not None}  # null: the solver's default (to swap solvers)
-    run = {key: integer(f"sampler.{key}", spec.pop(key, defaults[key]), low) for key, low in RUN_KEYS.items()}
+    run = {key: integer(f"sampler.{key}", spec.pop(key) if key in spec else defaults[key], low)
+           for key, low in RUN_KEYS.items()}
     if "grid" in spec:
         grid = mapping("sampler.grid", spec.pop("grid"), GRID_KEYS)
         run["grid"] = {k: number(f"sampler.grid.{k}", v) for k, v in grid.items()}
