@@ -100,8 +100,9 @@ def solve(measurement: Measurement, observation: Any, model: Any, solver: Solver
         x = scale * torch.randn((count * n, *x_shape), generator=generator, device=device, dtype=dtype)
         if bar is not None:
             bar.reset()
-        result = solver(denoiser, sde, measurement, y_rep, x, ts, generator=generator,
-                        callback=None if bar is None else (lambda *args: bar.update()))
+        with torch.no_grad():  # solvers that differentiate (guidance) enable gradients where they need them
+            result = solver(denoiser, sde, measurement, y_rep, x, ts, generator=generator,
+                            callback=None if bar is None else (lambda *args: bar.update()))
         nfe = result.nfe
         chunks.append(result.samples.reshape(count, n, *x_shape))
         for key, value in result.extras.items():

@@ -87,6 +87,7 @@ class DAPS(Solver):
             times[:, -1] = end
         return times
 
+    @torch.no_grad()
     def __call__(self, denoiser, sde, measurement, y, x, timesteps, *, generator=None, callback=None):
         m = linear_part(measurement, "DAPS")
         A = m.operator
