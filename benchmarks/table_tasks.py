@@ -24,7 +24,7 @@ TASKS = {  # YAML stem -> (problem, baseline)
     "colorize": ("colorization", "grey"),
     "super_resolution": ("super-resolution ×2", "bicubic"),
     "super_resolution_x4": ("super-resolution ×4", "bicubic"),
-    "deblur": ("deblurring (σ 1 px, σ_y 0.01)", "Wiener"),
+    "deblur": ("deblurring (σ 1.5 px, 9×9, σ_y 0.01)", "Wiener"),
     "denoise": ("denoising (σ_y 0.1)", "TV"),
 }
 

@@ -1,0 +1,48 @@
+"""Small versions of the benchmark scripts, so that the default run checks the tables they print."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+
+import table_mixture  # noqa: E402
+
+
+def test_mixture_benchmark_small():
+    """d = 8, d_y = 1, two problems, 300 samples: every solver is closer to the exact posterior than the prior's
+    samples are, and twisted SMC (ΠGDM twist with v = the prior's variance) is within 2× the floor."""
+    names = ["prior (no observation)", "PC + ΠGDM (ancestral)", "DDRM", "DiffPIR", "SMC (16 particles)"]
+    results = table_mixture.table([8], [1], n_problems=2, n=300, names=names)
+    prior = results[("prior (no observation)", 8, 1)][0]
+    for name in names[1:]:
+        assert results[(name, 8, 1)][0] < prior, name
+    assert results[("SMC (16 particles)", 8, 1)][0] < 2.0
+    assert results[("DDRM", 8, 1)][1] == 101 and results[("SMC (16 particles)", 8, 1)][1] == 201  # nfe
+
+
+def test_mixture_problem_is_the_stated_one():
+    pb = table_mixture.problem(8, 2, seed=3)
+    assert pb.prior.means.shape == (25, 8) and torch.allclose(pb.prior.means[:, 0], pb.prior.means[:, 2])
+    assert set(pb.prior.means[:, 0].tolist()) == {-16.0, -8.0, 0.0, 8.0, 16.0}
+    s = torch.linalg.svdvals(pb.A)
+    assert pb.A.shape == (2, 8) and bool((s <= 1).all()) and 0.1 <= pb.sigma_y <= 1.0
+
+
+def test_image_benchmark_small(monkeypatch, capsys):
+    """benchmarks/table_inverse.py at 2 steps on one patch: one row per solver that takes the problem."""
+    import table_inverse
+
+    small = {name: ({**spec, "steps": 2, "n_samples": 1}, {k: {**v, "steps": 2, "n_samples": 1} for k, v in o.items()})
+             for name, (spec, o) in table_inverse.SOLVERS.items()}
+    monkeypatch.setattr(table_inverse, "SOLVERS", small)
+    table_inverse.main(["--n", "1", "--problems", "SR x2,box"])
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| SR x2") or
+            line.startswith("| inpaint box")]
+    sr = [r for r in rows if r.startswith("| SR x2")]
+    box = [r for r in rows if r.startswith("| inpaint box")]
+    assert {r.split(" | ")[1] for r in sr} == set(small) - {"PC + replacement", "RePaint"}  # noisy: no replacement
+    assert {r.split(" | ")[1] for r in box} == set(small) - {"SMC (8 particles)"}           # noiseless: no SMC
+    assert all("bicubic" in r for r in sr) and all("biharmonic" in r for r in box)
