@@ -105,7 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("config", metavar="FILE.yaml", help="task YAML file, e.g. tasks/inpaint.yaml")
     run.add_argument("--set", action="append", metavar="KEY.SUB=VALUE",
                      help="override a value (YAML syntax), e.g. --set sampler.steps=50 or "
-                          "--set task.mask.box=[0,0,16,16]; list entries by index (task.0.scale=2); repeatable")
+                          "--set task.mask.box=[0,0,16,16]; list entries by index (sampler.guidance.0.scale=2); repeatable")
     run.add_argument("--input", metavar="PATH", default=None,
                      help="an image file or a folder of images instead of the YAML's inputs (of the model's size)")
     run.add_argument("--out", metavar="DIR", default=None, help="output folder (overrides the YAML's 'output')")

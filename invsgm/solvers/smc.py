@@ -129,6 +129,8 @@ class SMC(Solver):
         self.resample_threshold = float(resample_threshold)
 
     def _guidance(self, measurement) -> Guidance:
+        if not measurement.has_density:
+            raise ValueError(f"SMC needs the exact likelihood p(y | x0) of {measurement!r} (e.g. sigma_y > 0)")
         guidance = self.guidance if self.guidance is not None else PiGDM()
         guidance.check(measurement)
         if guidance.has_project or not guidance.has_likelihood:
@@ -137,12 +139,9 @@ class SMC(Solver):
 
     def check(self, measurement) -> None:
         self._guidance(measurement)
-        if not measurement.has_density:
-            raise ValueError(f"SMC needs the exact likelihood p(y | x0) of {measurement!r} (e.g. sigma_y > 0)")
 
     def __call__(self, denoiser, sde, measurement, y, x, timesteps, *, generator=None, callback=None):
         guidance = self._guidance(measurement)
-        self.check(measurement)
         K = self.n_particles
         start = denoiser.nfe
         rest = sde.prior_sampling((x.shape[0], K - 1, *x.shape[1:]), generator=generator, device=x.device,
