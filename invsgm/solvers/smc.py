@@ -129,12 +129,12 @@ class SMC(Solver):
         self.resample_threshold = float(resample_threshold)
 
     def _guidance(self, measurement) -> Guidance:
-        if not measurement.has_density:
-            raise ValueError(f"SMC needs the exact likelihood p(y | x0) of {measurement!r} (e.g. sigma_y > 0)")
         guidance = self.guidance if self.guidance is not None else PiGDM()
         guidance.check(measurement)
         if guidance.has_project or not guidance.has_likelihood:
             raise ValueError(f"SMC needs a likelihood twist without a replacement step, got {guidance!r}")
+        if not measurement.has_density:
+            raise ValueError(f"SMC needs the exact likelihood p(y | x0) of {measurement!r} (e.g. sigma_y > 0)")
         return guidance
 
     def check(self, measurement) -> None:
