@@ -557,10 +557,10 @@ class _Solved:
 class _BatchSolver:
     """Observe, solve and map back one batch of inputs; every draw comes from one generator, in order."""
 
-    def __init__(self, model, task: Measurement, sampler: Mapping[str, Any], shape: tuple[int, int, int],
+    def __init__(self, model, task: Measurement, solver, sampler: Mapping[str, Any], shape: tuple[int, int, int],
                  centered: bool, generator: torch.Generator):
         self.model, self.task, self.sampler, self.shape, self.centered = model, task, sampler, shape, centered
-        self.solver = build_solver({k: v for k, v in sampler.items() if k not in (*SAMPLER_DEFAULTS, "grid")})
+        self.solver = solver
         self.timesteps = build_timesteps(model.sde, sampler["steps"], sampler.get("grid"))
         self.generator = generator
         self.device = generator.device
@@ -690,7 +690,8 @@ def run(config: Mapping[str, Any], *, progress: bool = True, log=None) -> RunRes
     with atomic_open(out / "run.yaml", "w") as f:
         yaml.safe_dump(config, f, sort_keys=False, allow_unicode=True)
 
-    solver = _BatchSolver(model, task, s, shape, centered, torch.Generator(device).manual_seed(config["seed"]))
+    solver = _BatchSolver(model, task, solver, s, shape, centered,
+                          torch.Generator(device).manual_seed(config["seed"]))
     records: list[dict[str, Any]] = []
     pending: list[Path] = []
     start = time.perf_counter()

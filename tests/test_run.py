@@ -25,7 +25,7 @@ from invsgm.operators import AvgPool, GaussianBlur, Grey, Identity, Mask
 from invsgm.sde import VPSDE
 
 REPO = Path(__file__).resolve().parents[1]
-TASKS = sorted((REPO / "tasks").glob("*.yaml"))
+TASKS = [*sorted((REPO / "tasks").glob("*.yaml")), REPO / "tests" / "official_inpaint.yaml"]  # the last reads ../shared
 INTEROP = Path(os.environ.get("INVSGM_INTEROP", REPO.parent / "shared" / "interop"))
 OFFICIAL = INTEROP / "ve_cifar10_ncsnpp_continuous" / "checkpoint.pth"
 Q = 1 / 255 + 1e-6  # PNG quantisation

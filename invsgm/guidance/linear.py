@@ -34,7 +34,8 @@ def _linear(measurement: Measurement, who: str) -> LinearMeasurement:
 class _Tweedie(Guidance):
     """Shared parts of ΠGDM and DPS: the weight, the Jacobian choice, the noiseless final projection."""
 
-    def __init__(self, scale: float, power: float, data_variance: float, jacobian: str):
+    def __init__(self, scale: float = 1.0, power: float = 0.0, data_variance: float = 1.0,
+                 jacobian: str = "network"):
         self.scale = _checks.non_negative("scale", scale)
         self.power = _checks.non_negative("power", power)
         self.data_variance = _checks.positive("data_variance", data_variance)
@@ -46,14 +47,17 @@ class _Tweedie(Guidance):
     def check(self, measurement: Measurement) -> None:
         _linear(measurement, type(self).__name__)
 
-    def _x0(self, x: torch.Tensor, t: torch.Tensor, x0: torch.Tensor, sde: SDE) -> torch.Tensor:
-        """x̂₀ carrying the gradient: the network's (through ``x0``'s graph) or c_t (x − x.detach()) added."""
-        if self.jacobian == "network":
-            return x0
-        alpha, std = sde.marginal_coeffs(t)
-        v = self.data_variance
-        c = alpha * v / (alpha.pow(2) * v + std.pow(2))
-        return x0.detach() + _bcast(c, x) * (x - x.detach())
+    def _residual(self, measurement: Measurement, y: torch.Tensor, x: torch.Tensor, t: torch.Tensor,
+                  x0: torch.Tensor, sde: SDE) -> tuple[LinearMeasurement, torch.Tensor]:
+        """(the measurement, r = y − A x̂₀) with x̂₀ carrying the gradient: the network's (through ``x0``'s graph)
+        or c_t (x − x.detach()) added (``jacobian='gaussian'``)."""
+        m = _linear(measurement, type(self).__name__)
+        if self.jacobian == "gaussian":
+            alpha, std = sde.marginal_coeffs(t)
+            v = self.data_variance
+            c = alpha * v / (alpha.pow(2) * v + std.pow(2))
+            x0 = x0.detach() + _bcast(c, x) * (x - x.detach())
+        return m, y - m.operator(x0)
 
     def _weight(self, t: torch.Tensor, sde: SDE) -> torch.Tensor:
         alpha, _ = sde.marginal_coeffs(t)
@@ -72,13 +76,8 @@ class _Tweedie(Guidance):
 class PiGDM(_Tweedie):
     """ΠGDM: weight · (−½ rᵀ M⁻¹ r), r = y − A x̂₀, M = r_t² A Aᵀ + σ_y² I (see module)."""
 
-    def __init__(self, scale: float = 1.0, power: float = 0.0, data_variance: float = 1.0,
-                 jacobian: str = "network"):
-        super().__init__(scale, power, data_variance, jacobian)
-
     def log_likelihood(self, measurement, y, x, t, ev, sde):
-        m = _linear(measurement, "PiGDM")
-        resid = y - m.operator(self._x0(x, t, ev.x0, sde))
+        m, resid = self._residual(measurement, y, x, t, ev.x0, sde)
         alpha, std = sde.marginal_coeffs(t)
         v = self.data_variance
         r2 = v * std.pow(2) / (alpha.pow(2) * v + std.pow(2))
@@ -91,13 +90,8 @@ class PiGDM(_Tweedie):
 class DPS(_Tweedie):
     """DPS: weight · (−‖y − A x̂₀‖) (Chung et al. 2023, ζ = scale)."""
 
-    def __init__(self, scale: float = 1.0, power: float = 0.0, data_variance: float = 1.0,
-                 jacobian: str = "network"):
-        super().__init__(scale, power, data_variance, jacobian)
-
     def log_likelihood(self, measurement, y, x, t, ev, sde):
-        m = _linear(measurement, "DPS")
-        resid = y - m.operator(self._x0(x, t, ev.x0, sde))
+        _, resid = self._residual(measurement, y, x, t, ev.x0, sde)
         return -self._weight(t, sde) * resid.flatten(1).norm(dim=1)
 
 
