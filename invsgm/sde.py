@@ -219,11 +219,106 @@ class SubVPSDE(_BetaSchedule):
         return lmc.exp(), -torch.expm1(2 * lmc)
 
 
-SDES: dict[str, type[SDE]] = {"ve": VESDE, "vp": VPSDE, "subvp": SubVPSDE}
+DISCRETE_SCHEDULES = ("linear", "scaled_linear", "cosine")
+
+
+def discrete_betas(schedule: str, N: int = 1000, beta_start: float = 1e-4, beta_end: float = 0.02,
+                   max_beta: float = 0.999, cosine_s: float = 0.008) -> torch.Tensor:
+    """β_0..β_{N−1} (float64) of a discrete-time DDPM process, as ADM and diffusers build them.
+
+    ``linear``: linspace(β_start, β_end, N); ``scaled_linear``: linspace(√β_start, √β_end, N)²;
+    ``cosine``: β_i = min(1 − ᾱ((i+1)/N)/ᾱ(i/N), max_beta) with ᾱ(s) = cos²((s + c)/(1 + c)·π/2), c = ``cosine_s``.
+    """
+    if schedule == "linear":
+        return torch.linspace(beta_start, beta_end, N, dtype=torch.float64)
+    if schedule == "scaled_linear":
+        return torch.linspace(beta_start ** 0.5, beta_end ** 0.5, N, dtype=torch.float64) ** 2
+    if schedule == "cosine":
+        s = torch.arange(N + 1, dtype=torch.float64) / N
+        abar = torch.cos((s + cosine_s) / (1 + cosine_s) * math.pi / 2) ** 2
+        return (1 - abar[1:] / abar[:-1]).clamp(max=max_beta)
+    raise ValueError(f"schedule must be one of {list(DISCRETE_SCHEDULES)}, got {schedule!r}")
+
+
+class DiscreteVPSDE(SDE):
+    """The VP process of a discrete-time DDPM (ADM, diffusers, score_sde's DDPM): x_i = √ᾱ_i x₀ + √(1−ᾱ_i) z.
+
+    Step i ∈ {0, …, N−1} sits at time t_i = i/(N−1), so ᾱ(t_i) = ∏_{j≤i}(1 − β_j) exactly on the training grid;
+    between grid times log ᾱ is linear in t, i.e. β(t) = −d log ᾱ/dt is piecewise constant and the SDE is
+    dx = −½ β(t) x dt + √β(t) dw. t = 0 is the first trained level (ᾱ_0 = 1 − β_0), so ``eps`` is 0; the
+    transition between two grid times is DDPM's respaced step, 1 − β = ᾱ_t/ᾱ_s.
+    """
+
+    eps = 0.0
+
+    def __init__(self, schedule: str = "linear", N: int = 1000, beta_start: float = 1e-4, beta_end: float = 0.02,
+                 max_beta: float = 0.999, cosine_s: float = 0.008):
+        super().__init__(N)
+        if self.N < 2:
+            raise ValueError(f"a discrete VP process needs N >= 2 steps, got {N}")
+        self.schedule = schedule
+        self.beta_start = _checks.positive("beta_start", beta_start)
+        self.beta_end = _checks.positive("beta_end", beta_end)
+        self.max_beta = _checks.positive("max_beta", max_beta)
+        self.cosine_s = _checks.positive("cosine_s", cosine_s)
+        self.betas = discrete_betas(schedule, self.N, self.beta_start, self.beta_end, self.max_beta, self.cosine_s)
+        if not bool(((self.betas > 0) & (self.betas < 1)).all()):
+            raise ValueError(f"the {schedule} schedule with beta_start={beta_start}, beta_end={beta_end} gives "
+                             f"betas outside (0, 1)")
+        self.alphas_cumprod = torch.cumprod(1 - self.betas, 0)
+        self._log_abar = self.alphas_cumprod.log()
+
+    def position(self, t: torch.Tensor) -> torch.Tensor:
+        """The fractional step index t·(N−1) (float64), snapped to the nearest integer within 1e-4 of it
+        (times given in float32 land exactly on the grid)."""
+        pos = t.to(torch.float64).clamp(0, 1) * (self.N - 1)
+        near = pos.round()
+        return torch.where((pos - near).abs() < 1e-4, near, pos)
+
+    def index(self, t: torch.Tensor) -> torch.Tensor:
+        """The nearest training step index round(t·(N−1)), int64."""
+        return self.position(t).round().long()
+
+    def _segment(self, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        pos = self.position(t)
+        lo = pos.floor().clamp(0, self.N - 2)
+        return lo.long(), pos - lo
+
+    def log_alphas_cumprod(self, t: torch.Tensor) -> torch.Tensor:
+        """log ᾱ(t) (float64), linear in t between grid times."""
+        lo, w = self._segment(t)
+        table = self._log_abar.to(t.device)
+        return (1 - w) * table[lo] + w * table[lo + 1]
+
+    def beta(self, t: torch.Tensor) -> torch.Tensor:
+        """β(t) = −d log ᾱ/dt, constant (N−1)(log ᾱ_i − log ᾱ_{i+1}) on [t_i, t_{i+1})."""
+        lo, _ = self._segment(t)
+        table = self._log_abar.to(t.device)
+        return ((self.N - 1) * (table[lo] - table[lo + 1])).to(t.dtype)
+
+    def drift_coeff(self, t: torch.Tensor) -> torch.Tensor:
+        return -0.5 * self.beta(t)
+
+    def diffusion(self, t: torch.Tensor) -> torch.Tensor:
+        return self.beta(t).sqrt()
+
+    def marginal_coeffs(self, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        log_abar = self.log_alphas_cumprod(t)
+        return (0.5 * log_abar).exp().to(t.dtype), (-torch.expm1(log_abar)).sqrt().to(t.dtype)
+
+    def prior_std(self) -> float:
+        return 1.0
+
+    def config(self) -> dict:
+        return {"schedule": self.schedule, "N": self.N, "beta_start": self.beta_start, "beta_end": self.beta_end,
+                "max_beta": self.max_beta, "cosine_s": self.cosine_s}
+
+
+SDES: dict[str, type[SDE]] = {"ve": VESDE, "vp": VPSDE, "subvp": SubVPSDE, "discretevp": DiscreteVPSDE}
 
 
 def sde_from_config(kind: str, **params: float) -> SDE:
-    """Build an SDE from its name ('ve', 'vp', 'subvp') and constructor arguments (the edge of YAML/cards)."""
+    """Build an SDE from its name ('ve', 'vp', 'subvp', 'discrete_vp') and constructor arguments (the edge of YAML/cards)."""
     key = sde_key(kind)
     if key not in SDES:
         raise ValueError(f"unknown SDE {kind!r}; expected one of {sorted(SDES)}")
