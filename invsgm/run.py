@@ -8,11 +8,12 @@ The YAML file (every key checked; an unknown key, a wrong type or an unknown nam
     sde: vp                                 # optional: ve | vp | subvp or {kind: vp, beta_min: ...}: the model's
     task: {name: inpaint, mask: {box: [8, 8, 16, 16]}}   # what was observed (invsgm.config.tasks), or a list
     sampler:                                # how the posterior is sampled (invsgm.config.solvers)
-      name: pc                              # pc | smc | ddrm | diffpir | daps | repaint | an installed plugin
+      name: pc                              # pc | smc | ddrm | diffpir | daps | repaint | ddim | ddpm | a plugin
       steps: 200                            # steps of the time grid
       n_samples: 4                          # independent posterior samples per input
       batch_size: 8                         # inputs solved together (read, solved and written one batch at a time)
-      grid: {sigma_max: 10, rho: 7}         # optional: steps placed by the noise level σ/α (default: uniform in t)
+      grid: {sigma_max: 10, rho: 7}         # optional: steps placed by the noise level σ/α (default: uniform in t),
+                                            # or {respacing: ddim50}: ADM's respaced steps (steps is then ignored)
       guidance: auto                        # pc / smc: {name: pigdm, scale: 2, power: 2, data_variance: 0.25} |
                                             # {name: dps, ...} | {name: replacement} | {name: classifier, scale: 2}
                                             # | a list, one per task of a list; auto: replacement for noiseless

@@ -91,13 +91,13 @@ def test_sde_names_are_normalised_identically(tmp_path, name, key):
 
 
 def test_unknown_sde_names_are_refused_alike(tmp_path):
-    with pytest.raises(ValueError, match=r"unknown SDE 'ou'; expected one of \['subvp', 've', 'vp'\]"):
+    with pytest.raises(ValueError, match=r"unknown SDE 'ou'; expected one of \['discretevp', 'subvp', 've', 'vp'\]"):
         sde_from_config("ou")
-    with pytest.raises(ValueError, match=r"^sde = 'ou': expected one of \['subvp', 've', 'vp'\]"):
+    with pytest.raises(ValueError, match=r"^sde = 'ou': expected one of \['discretevp', 'subvp', 've', 'vp'\]"):
         load_run_config(TASK, ["sde=ou"])
-    with pytest.raises(ValueError, match=r"^sde.kind = 'ou': expected one of \['subvp', 've', 'vp'\]"):
+    with pytest.raises(ValueError, match=r"^sde.kind = 'ou': expected one of \['discretevp', 'subvp', 've', 'vp'\]"):
         load_run_config(TASK, ["sde={kind: ou}"])
-    with pytest.raises(ValueError, match=r"^sde.kind = 'ou': expected one of \['subvp', 've', 'vp'\]"):
+    with pytest.raises(ValueError, match=r"^sde.kind = 'ou': expected one of \['discretevp', 'subvp', 've', 'vp'\]"):
         load_config(_train_yaml(tmp_path), ["sde.kind=ou"])
     with pytest.raises(ValueError, match=r"^sde = 3: expected one of"):
         sde_name("sde", 3)

@@ -18,7 +18,7 @@ from invsgm.operators import Mask
 from invsgm.priors import GaussianMixture
 from invsgm.sde import VPSDE
 from invsgm.solve import solve
-from invsgm.solvers import DAPS, DDRM, PC, SMC, DiffPIR, RePaint
+from invsgm.solvers import DAPS, DDIM, DDPM, DDRM, PC, SMC, DiffPIR, RePaint
 from invsgm.stats import sliced_wasserstein
 
 N = 1000
@@ -51,8 +51,10 @@ def _ratio(solver, sigma_y: float = 0.0, steps: int = 100) -> float:
 
 @pytest.mark.parametrize("make, sigma_y", [(lambda: PC(), 0.0), (lambda: SMC(), 1.0), (lambda: RePaint(), 0.0),
                                            (lambda: DiffPIR(), 0.0), (lambda: DDRM(eta=0.0), 0.0),
-                                           (lambda: DAPS(ode_steps=10), 0.0)],
-                         ids=["pc", "smc", "repaint", "diffpir", "ddrm-eta0", "daps-10-ode"])
+                                           (lambda: DAPS(ode_steps=10), 0.0), (lambda: DDIM(), 0.0),
+                                           (lambda: DDIM(eta=1.0), 0.0), (lambda: DDPM(), 0.0)],
+                         ids=["pc", "smc", "repaint", "diffpir", "ddrm-eta0", "daps-10-ode", "ddim", "ddim-eta1",
+                              "ddpm"])
 def test_solvers_sample_the_prior(make, sigma_y):
     assert _ratio(make(), sigma_y) <= 1.5
 

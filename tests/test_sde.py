@@ -4,12 +4,13 @@ import math
 import pytest
 import torch
 
-from invsgm.sde import SubVPSDE, VESDE, VPSDE, sde_from_config
+from invsgm.sde import DiscreteVPSDE, SubVPSDE, VESDE, VPSDE, sde_from_config
 
 SDES = {
     "ve": lambda: VESDE(sigma_min=0.01, sigma_max=5.0),
     "vp": lambda: VPSDE(beta_min=0.1, beta_max=20.0),
     "subvp": lambda: SubVPSDE(beta_min=0.1, beta_max=20.0),
+    "discrete_vp": lambda: DiscreteVPSDE("linear"),
 }
 
 

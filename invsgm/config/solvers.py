@@ -2,7 +2,8 @@
 
 A sampler spec is ``{name: NAME, steps: N, n_samples: N, batch_size: N, grid: {...}, **params}``: ``steps``,
 ``n_samples``, ``batch_size`` and the optional ``grid: {sigma_max, sigma_min, rho}`` (steps placed by noise
-level instead of uniformly in t, ``build_timesteps``) are ``solve``'s, every other key is a constructor argument of the solver class
+level instead of uniformly in t) or ``grid: {respacing: ddim50 | 250 | "10,15,20"}`` (ADM's respaced
+steps of a discrete-time process, ``steps`` ignored; ``build_timesteps``) are ``solve``'s, every other key is a constructor argument of the solver class
 ``SOLVERS[NAME]`` (e.g. ``eta`` of DDRM; ``null`` leaves the solver's default, so that
 ``--set sampler.name=ddrm --set sampler.guidance=null`` swaps the solver), checked against its signature: an unknown key, or a value of
 another kind than the parameter's default, raises a ``ValueError`` naming the key. Two kinds of values
@@ -27,19 +28,19 @@ import torch
 
 from ..guidance import DPS, Classifier, Composite, Guidance, PiGDM, Replacement
 from ..sampling import CORRECTORS, PREDICTORS
-from ..sampling.timesteps import default_timesteps, noise_level_timesteps
+from ..sampling.timesteps import default_timesteps, noise_level_timesteps, respaced_timesteps
 from ..sde import SDE
-from ..solvers import DAPS, DDRM, PC, SMC, DiffPIR, RePaint, Solver
+from ..solvers import DAPS, DDIM, DDPM, DDRM, PC, SMC, DiffPIR, RePaint, Solver
 from .checks import bad, choice, integer, mapping, number
 from .plugins import available, check_arguments, lookup
 
 ENTRY_POINT_GROUP = "invsgm.solvers"
 SOLVERS: dict[str, type[Solver]] = {"pc": PC, "smc": SMC, "ddrm": DDRM, "diffpir": DiffPIR, "daps": DAPS,
-                                    "repaint": RePaint}
+                                    "repaint": RePaint, "ddim": DDIM, "ddpm": DDPM}
 GUIDANCE: dict[str, type[Guidance]] = {"pigdm": PiGDM, "dps": DPS, "classifier": Classifier,
                                        "replacement": Replacement}
 RUN_KEYS = {"steps": 1, "n_samples": 1, "batch_size": 1}  # solve()'s keys, with their lowest value
-GRID_KEYS = ("sigma_max", "sigma_min", "rho")
+GRID_KEYS = ("sigma_max", "sigma_min", "rho", "respacing")
 
 
 def available_solvers() -> list[str]:
@@ -88,17 +89,27 @@ def split_sampler(spec: Any, defaults: Mapping[str, int]) -> tuple[dict[str, Any
            for key, low in RUN_KEYS.items()}
     if "grid" in spec:
         grid = mapping("sampler.grid", spec.pop("grid"), GRID_KEYS)
-        run["grid"] = {k: number(f"sampler.grid.{k}", v) for k, v in grid.items()}
+        if "respacing" in grid:
+            if len(grid) > 1:
+                raise bad("sampler.grid", grid, "either {respacing: SPEC} or {sigma_max, sigma_min, rho}, not both")
+            respacing = grid["respacing"]
+            if isinstance(respacing, bool) or not isinstance(respacing, (str, int)):
+                raise bad("sampler.grid.respacing", respacing, "ADM's respacing: ddimK, an integer or 'K1,K2,...'")
+            run["grid"] = {"respacing": str(respacing)}
+        else:
+            run["grid"] = {k: number(f"sampler.grid.{k}", v) for k, v in grid.items()}
     spec.setdefault("name", "pc")
     return spec, run
 
 
 def build_timesteps(sde: SDE, steps: int, grid: Mapping[str, float] | None) -> torch.Tensor:
     """The time grid of a sampler section: ``steps`` uniform steps in t, or with ``grid: {sigma_max, sigma_min,
-    rho}`` placed by noise level (``noise_level_timesteps``; rho 7 by default)."""
+    rho}`` placed by noise level (``noise_level_timesteps``; rho 7 by default), or ADM's ``{respacing: SPEC}``."""
     if grid is None:
         return default_timesteps(sde, steps)
     try:
+        if "respacing" in grid:
+            return respaced_timesteps(sde, grid["respacing"])
         return noise_level_timesteps(sde, steps, grid.get("sigma_max"), grid.get("sigma_min"), grid.get("rho", 7.0))
     except ValueError as err:
         raise ValueError(f"sampler.grid = {dict(grid)!r}: {err}") from None

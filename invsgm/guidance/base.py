@@ -98,12 +98,13 @@ class Composite(Guidance):
 @dataclass
 class Guided:
     """One guided evaluation at (x, t), all detached: log p̃_t(y | x) (None without a term), its gradient,
-    the prior score and x̂₀."""
+    the prior score, x̂₀ and the network's learned-variance output (None for most networks)."""
 
     log_likelihood: torch.Tensor | None
     grad: torch.Tensor
     score: torch.Tensor
     x0: torch.Tensor
+    variance: torch.Tensor | None = None
 
 
 def guided_evaluation(denoiser: Denoiser, guidance: Guidance, measurement: Measurement, y: Any,
@@ -112,7 +113,7 @@ def guided_evaluation(denoiser: Denoiser, guidance: Guidance, measurement: Measu
     if not guidance.has_likelihood:
         with torch.no_grad():
             ev = denoiser.evaluate(x, t)
-        return Guided(None, torch.zeros_like(x), ev.score, ev.x0)
+        return Guided(None, torch.zeros_like(x), ev.score, ev.x0, ev.variance)
     with torch.enable_grad():
         xg = x.detach().requires_grad_(True)
         if guidance.needs_graph:
@@ -122,9 +123,13 @@ def guided_evaluation(denoiser: Denoiser, guidance: Guidance, measurement: Measu
                 ev = denoiser.evaluate(x, t)
         logl = guidance.log_likelihood(measurement, y, xg, t, ev, denoiser.sde)
         if logl is None:
-            return Guided(None, torch.zeros_like(x), ev.score.detach(), ev.x0.detach())
+            return Guided(None, torch.zeros_like(x), ev.score.detach(), ev.x0.detach(), _detached(ev.variance))
         (grad,) = torch.autograd.grad(logl.sum(), xg)
-    return Guided(logl.detach(), grad, ev.score.detach(), ev.x0.detach())
+    return Guided(logl.detach(), grad, ev.score.detach(), ev.x0.detach(), _detached(ev.variance))
+
+
+def _detached(v: torch.Tensor | None) -> torch.Tensor | None:
+    return None if v is None else v.detach()
 
 
 class GuidedScore:

@@ -94,3 +94,53 @@ def initial_std(sde: SDE, t0: float) -> float:
         return sde.prior_std()
     alpha, std = sde.marginal_coeffs(torch.tensor([float(t0)], dtype=torch.float64))
     return math.sqrt(float(alpha[0]) ** 2 + float(std[0]) ** 2)
+
+
+def respaced_indices(num_steps: int, spec: str | int) -> list[int]:
+    """The step indices ADM's ``space_timesteps`` keeps of a ``num_steps``-step process, ascending.
+
+    ``"ddimK"``: every stride-th index from 0 with the integer stride that keeps exactly K; an int or
+    ``"K1,K2,…"``: the process cut into as many equal sections, Kᵢ indices spread evenly over section i
+    (``"10"`` on 1000 steps: round(k·999/9), k = 0…9).
+    """
+    num_steps = _checks.positive_int("num_steps", num_steps)
+    text = str(spec).strip()
+    if text.startswith("ddim"):
+        count = _respacing_count(text[4:], spec)
+        for stride in range(1, num_steps):
+            kept = list(range(0, num_steps, stride))
+            if len(kept) == count:
+                return kept
+        raise ValueError(f"respacing {spec!r}: no integer stride keeps exactly {count} of {num_steps} steps")
+    counts = [_respacing_count(part, spec) for part in text.split(",")]
+    size, extra = divmod(num_steps, len(counts))
+    kept, start = [], 0
+    for i, count in enumerate(counts):
+        section = size + (i < extra)
+        if count > section:
+            raise ValueError(f"respacing {spec!r}: cannot keep {count} steps of a section of {section}")
+        stride, position = (section - 1) / (count - 1) if count > 1 else 1.0, 0.0
+        for _ in range(count):  # accumulated as ADM does, so that rounding ties fall the same way
+            kept.append(start + round(position))
+            position += stride
+        start += section
+    return sorted(set(kept))
+
+
+def _respacing_count(text: str, spec: str | int) -> int:
+    try:
+        count = int(text)
+    except ValueError:
+        raise ValueError(f"respacing {spec!r}: expected 'ddimK', an integer or comma-separated integers") from None
+    if count < 1:
+        raise ValueError(f"respacing {spec!r}: step counts must be >= 1")
+    return count
+
+
+def respaced_timesteps(sde: SDE, spec: str | int) -> torch.Tensor:
+    """ADM's respaced grid as invsgm times, t = i/(N−1) for the kept indices i (``respaced_indices``), from
+    the largest down to the smallest, float64; for a discrete-time SDE these are exactly its training steps."""
+    kept = respaced_indices(sde.N, spec)
+    if len(kept) < 2:
+        raise ValueError(f"respacing {spec!r} keeps {len(kept)} step; a grid needs at least 2")
+    return torch.tensor(kept[::-1], dtype=torch.float64) / (sde.N - 1)

@@ -19,6 +19,7 @@ from typing import Any, Callable, ClassVar
 import torch
 
 from ..denoisers.base import Denoiser
+from ..guidance import Guidance, default_guidance
 from ..measurement import Measurement
 from ..sde import SDE
 
@@ -65,3 +66,20 @@ def noise(x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
     """z ~ N(0, I) shaped like x."""
     return torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
 
+
+
+def check_guidance(guidance: Guidance | None) -> Guidance | None:
+    """``guidance`` after checking it is a ``Guidance`` term or None."""
+    if guidance is not None and not isinstance(guidance, Guidance):
+        raise ValueError(f"guidance must be a Guidance term or None, got {type(guidance).__name__}")
+    return guidance
+
+
+def guidance_for(guidance: Guidance | None, measurement: Measurement | None) -> Guidance:
+    """The term a guided solver uses: ``guidance`` (checked against the measurement), else
+    ``default_guidance(measurement)``; no guidance at all when nothing is measured (``measurement`` None)."""
+    if guidance is None:
+        guidance = Guidance() if measurement is None else default_guidance(measurement)
+    if measurement is not None:
+        guidance.check(measurement)
+    return guidance

@@ -6,17 +6,17 @@ from __future__ import annotations
 import torch
 
 from .. import _checks
-from ..guidance import Guidance, GuidedScore, default_guidance
+from ..guidance import Guidance, GuidedScore
 from ..sampling.correctors import langevin
 from ..sampling.pc import Corrector, Predictor, sample_pc
 from ..sampling.predictors import reverse_diffusion
-from .base import Solver, SolverResult
+from .base import Solver, SolverResult, check_guidance, guidance_for
 
 
 class PC(Solver):
     """x ← predictor(x, t → s) then corrector at s, each followed by the guidance's projection; x̂₀ at the end.
 
-    ``guidance`` None: ``default_guidance(measurement)`` (replacement for noiseless masks and the grey axis,
+    ``guidance`` None: ``default_guidance(measurement)``, nothing when ``measurement`` is None (replacement for noiseless masks and the grey axis,
     ΠGDM for noisy linear problems, the classifier for labels). Defaults are the paper's: reverse
     diffusion + one Langevin step at snr 0.16.
     """
@@ -25,24 +25,17 @@ class PC(Solver):
 
     def __init__(self, guidance: Guidance | None = None, predictor: Predictor = reverse_diffusion,
                  corrector: Corrector | None = langevin, snr: float = 0.16, n_corrector_steps: int = 1):
-        if guidance is not None and not isinstance(guidance, Guidance):
-            raise ValueError(f"guidance must be a Guidance term or None, got {type(guidance).__name__}")
-        self.guidance, self.predictor, self.corrector = guidance, predictor, corrector
+        self.guidance, self.predictor, self.corrector = check_guidance(guidance), predictor, corrector
         self.snr = _checks.positive("snr", snr)
         if isinstance(n_corrector_steps, bool) or int(n_corrector_steps) != n_corrector_steps or n_corrector_steps < 0:
             raise ValueError(f"n_corrector_steps must be an integer >= 0, got {n_corrector_steps!r}")
         self.n_corrector_steps = int(n_corrector_steps)
 
-    def _guidance(self, measurement) -> Guidance:
-        guidance = self.guidance if self.guidance is not None else default_guidance(measurement)
-        guidance.check(measurement)
-        return guidance
-
     def check(self, measurement) -> None:
-        self._guidance(measurement)
+        guidance_for(self.guidance, measurement)
 
     def __call__(self, denoiser, sde, measurement, y, x, timesteps, *, generator=None, callback=None):
-        guidance = self._guidance(measurement)
+        guidance = guidance_for(self.guidance, measurement)
         start = denoiser.nfe
         score = GuidedScore(denoiser, guidance, measurement, y)
         project = _Project(guidance, measurement, y, sde) if guidance.has_project else None

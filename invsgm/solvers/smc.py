@@ -24,7 +24,7 @@ from ..guidance import Guidance, Guided, PiGDM, guided_evaluation
 from ..sampling.pc import check_state
 from ..sampling.timesteps import check_timesteps
 from ..sde import SDE, _bcast
-from .base import Callback, Solver, SolverResult, noise
+from .base import Callback, Solver, SolverResult, check_guidance, noise
 
 # twist(x, t) -> log p̃_t(y | x) per particle, its gradient ∇ₓ, the prior score s(x, t) and x̂₀, all detached
 Twist = Callable[[torch.Tensor, torch.Tensor], Guided]
@@ -120,9 +120,7 @@ class SMC(Solver):
     name = "smc"
 
     def __init__(self, guidance: Guidance | None = None, n_particles: int = 16, resample_threshold: float = 0.5):
-        if guidance is not None and not isinstance(guidance, Guidance):
-            raise ValueError(f"guidance must be a Guidance term or None, got {type(guidance).__name__}")
-        self.guidance = guidance
+        self.guidance = check_guidance(guidance)
         self.n_particles = _checks.positive_int("n_particles", n_particles)
         if not 0.0 <= resample_threshold <= 1.0:
             raise ValueError(f"resample_threshold must lie in [0, 1], got {resample_threshold!r}")
