@@ -101,10 +101,9 @@ class NetworkDenoiser(Denoiser):
             raw, variance = raw.split(x.shape[1], dim=1)
         if self.prediction == "x0":
             return Evaluation(score_from_x0(x, t, raw, self.sde), raw)
-        if self.prediction == "v":
+        if self.prediction == "v":  # ε and x̂₀ each straight from v: precise at either end of the process
             a, s, norm = _bcast(alpha, x), _bcast(std, x), _bcast(alpha.pow(2) + std.pow(2), x)
-            x0 = (a * x - s * raw) / norm
-            return Evaluation(score_from_x0(x, t, x0, self.sde), x0)
+            return Evaluation(-(s * x + a * raw) / (norm * s), (a * x - s * raw) / norm)
         eps = raw if self.prediction != "sigma_score" else -raw
         score = -eps / _bcast(std, x)
         x0 = (x - _bcast(std, x) * eps) / _bcast(alpha, x)
