@@ -35,7 +35,9 @@ from .sde import SDE, SDES, sde_from_config
 
 WEIGHTS, CARD = "model.safetensors", "card.yaml"
 ENV_VAR = "INVSGM_PRETRAINED"
-TASK_KINDS = {"score": ("unet", "mlp"), "classifier": ("classifier",)}
+TASK_KINDS = {"score": ("unet", "mlp", "adm_unet"), "classifier": ("classifier", "adm_classifier")}
+# optional sections: how the raw network reads (NetworkDenoiser / TimeConditionalClassifier arguments)
+OPTIONAL = {"denoiser": ("prediction", "time_label", "num_steps"), "classifier": ("time_label",)}
 REQUIRED = {
     "": ("name", "task", "model", "sde", "data", "training", "command"),
     "model": ("kind",),
@@ -55,7 +57,8 @@ class Pretrained:
 
     ``model`` is a ``NetworkDenoiser`` (s(x, t) ≈ ∇log p_t(x) and x̂₀) for task 'score', by the card's
     ``denoiser: {prediction, time_label}`` (default: score_sde's convention for the SDE), and
-    ``TimeConditionalClassifier(net, sde)`` (logits of p_t(y | x)) for task 'classifier'.
+    ``TimeConditionalClassifier(net, sde)`` (logits of p_t(y | x)) for task 'classifier', reading the time
+    label of the card's ``classifier: {time_label}`` (default: score_sde's convention for the SDE).
     """
 
     card: dict[str, Any]
@@ -125,12 +128,21 @@ def _check_card(card: Any, source: str) -> dict[str, Any]:
         raise ValueError(f"{source}: task {card['task']!r} needs model kind "
                          f"{' or '.join(TASK_KINDS[card['task']])}, got {model['kind']!r}")
     needed = {"in_channels": "channels", "image_size": "image_size", "num_classes": "num_classes"}
+    if card["task"] == "classifier" and "num_classes" not in model and "out_channels" in model:
+        needed["out_channels"] = "num_classes"  # a classifier whose logits are its output channels (ADM)
     for arg, key in needed.items():
         if arg in model:
             if key not in data:
                 raise ValueError(f"{source}: missing key 'data.{key}'")
             if data[key] != model[arg]:
                 raise ValueError(f"{source}: 'data.{key}' is {data[key]!r} but 'model.{arg}' is {model[arg]!r}")
+
+    for section, keys in OPTIONAL.items():
+        if card.get(section) is not None:  # None: not given (a preset may fill it in after the check)
+            value = _section(card, section, source)
+            unknown = [k for k in value if k not in keys]
+            if unknown:
+                raise ValueError(f"{source}: '{section}' has no key {unknown[0]!r}; keys: {list(keys)}")
 
     sde_args = dict(card["sde"])
     try:
@@ -290,9 +302,9 @@ def load_pretrained(name_or_path: str | os.PathLike, device: torch.device | str 
     net.to(device).eval()
     sde = sde_from_config(**card["sde"])
     if card["task"] == "score":
-        model = NetworkDenoiser(net, sde, **card.get("denoiser", score_sde_parameterization(sde)))
+        model = NetworkDenoiser(net, sde, **(card.get("denoiser") or score_sde_parameterization(sde)))
     else:
-        model = TimeConditionalClassifier(net, sde)
+        model = TimeConditionalClassifier(net, sde, **(card.get("classifier") or {}))
     return Pretrained(card=card, net=net, sde=sde, model=model.eval(), path=folder)
 
 

@@ -46,3 +46,20 @@ def test_image_benchmark_small(monkeypatch, capsys):
     assert {r.split(" | ")[1] for r in sr} == set(small) - {"PC + replacement", "RePaint"}  # noisy: no replacement
     assert {r.split(" | ")[1] for r in box} == set(small) - {"SMC (8 particles)"}           # noiseless: no SMC
     assert all("bicubic" in r for r in sr) and all("biharmonic" in r for r in box)
+
+
+def test_gpu_benchmark_tiny(tmp_path):
+    """benchmarks/bench_gpu.py --tiny (reduced width, 4 steps) on the CPU: one row per configuration, with
+    the full step counts it times for (DPS 1000, DiffPIR 100, PC 1000 → 4 in tiny mode) and positive rates."""
+    import json
+
+    import bench_gpu
+
+    out = tmp_path / "rows.json"
+    rows = bench_gpu.main(["--tiny", "--batches", "1", "--dtypes", "float32", "bfloat16", "--cifar-batch", "2",
+                           "--json", str(out)])
+    assert [(r.method, r.dtype) for r in rows] == [("DPS", "float32"), ("DPS", "bfloat16"), ("DiffPIR", "float32"),
+                                                   ("DiffPIR", "bfloat16"), ("PC (RD + Langevin)", "float32"),
+                                                   ("PC (RD + Langevin)", "bfloat16")]
+    assert all(r.steps_timed == 3 and r.seconds_per_step > 0 and not r.extrapolated for r in rows)
+    assert len(json.loads(out.read_text())) == len(rows)

@@ -146,7 +146,7 @@ def test_save_leaves_nothing_on_error(tmp_path, monkeypatch):
     (lambda c: c["sde"].update(kind="ddim"), "sde: unknown SDE 'ddim'"),
     (lambda c: c["sde"].update(sigma=3.0), "sde: .*sigma"),
     (lambda c: c.update(task="segmentation"), "task must be one of"),
-    (lambda c: c.update(task="classifier"), "task 'classifier' needs model kind classifier, got 'unet'"),
+    (lambda c: c.update(task="classifier"), "task 'classifier' needs model kind classifier or adm_classifier, got 'unet'"),
     (lambda c: c["data"].update(centered="yes"), "'data.centered' must be true or false"),
     (lambda c: c["data"].update(image_size=32), "'data.image_size' is 32 but 'model.image_size' is 16"),
     (lambda c: c.update(data=[1, 2]), "key 'data' must be a mapping"),

@@ -146,10 +146,10 @@ def _inpaint(tmp_path, *sets, out="out", extra=()):
 @pytest.mark.parametrize("sets, expected", [
     (["sampler.stpes=3"], "sampler.stpes = 3: unknown parameter of solver 'pc'; expected one of ['guidance', "),
     (["sampler.steps=abc"], "sampler.steps = 'abc': expected an integer >= 1"),
-    (["sampler.name=ode"], "sampler.name = 'ode': unknown solver; available: ['daps', 'ddrm', 'diffpir', 'pc', "
-                           "'repaint', 'smc'] (plugins register more under the entry-point group 'invsgm.solvers')"),
-    (["sampler.name=3"], "sampler.name = 3: expected a string, one of ['daps', 'ddrm', "),
-    (["sampler=3"], "sampler = 3: expected a mapping {name: one of ['daps', 'ddrm', "),
+    (["sampler.name=ode"], "sampler.name = 'ode': unknown solver; available: ['daps', 'ddim', 'ddpm', 'ddrm', "
+                           "'diffpir', 'pc', 'repaint', 'smc'] (plugins register more under the entry-point group 'invsgm.solvers')"),
+    (["sampler.name=3"], "sampler.name = 3: expected a string, one of ['daps', 'ddim', 'ddpm', 'ddrm', "),
+    (["sampler=3"], "sampler = 3: expected a mapping {name: one of ['daps', 'ddim', 'ddpm', 'ddrm', "),
     (["sampler.snr=fast"], "sampler.snr = 'fast': expected a number (solver 'pc')"),
     (["sampler.snr=-1"], "sampler (pc): snr must be a finite number > 0, got -1"),
     (["sampler.predictor=euler"], "sampler.predictor = 'euler': expected one of ['ancestral_sampling', "),
@@ -361,6 +361,8 @@ BUILTIN_SOLVERS = {
     "diffpir": ("super_resolution", "{name: diffpir}"),
     "daps": ("super_resolution", "{name: daps, ode_steps: 2, langevin_steps: 10}"),
     "repaint": ("inpaint", "{name: repaint, jump_length: 1, resample: 2}"),
+    "ddim": ("inpaint", "{name: ddim, eta: 0.5, clip: 1.0}"),
+    "ddpm": ("super_resolution", "{name: ddpm, guidance: {name: pigdm, scale: 2.0, power: 2.0}}"),
 }
 
 

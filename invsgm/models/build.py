@@ -12,11 +12,13 @@ from typing import Any
 
 from torch import nn
 
+from .adm import ADMClassifier, ADMUNet
 from .classifier import NoiseConditionalClassifier
 from .mlp import MLPScoreNet
 from .unet import UNet
 
-MODELS: dict[str, type[nn.Module]] = {"unet": UNet, "mlp": MLPScoreNet, "classifier": NoiseConditionalClassifier}
+MODELS: dict[str, type[nn.Module]] = {"unet": UNet, "mlp": MLPScoreNet, "classifier": NoiseConditionalClassifier,
+                                      "adm_unet": ADMUNet, "adm_classifier": ADMClassifier}
 
 
 def _model_class(kind: str) -> type[nn.Module]:
