@@ -3,9 +3,12 @@
 The YAML file (every key checked; an unknown key, a wrong type or an unknown name raises a
 ``ValueError`` naming the key, the value and what was expected)::
 
-    model: {pretrained: photos_score}       # a shipped name or a model folder, or an official checkpoint:
-                                            # {score_sde_checkpoint: PATH, preset: NAME, overrides: {nf: 16}, ema: true}
-    sde: vp                                 # optional: ve | vp | subvp or {kind: vp, beta_min: ...}: the model's
+    model: {pretrained: photos_score}       # a shipped name or a model folder, or a checkpoint you hold
+                                            # (invsgm.config.models): {score_sde_checkpoint: PATH, preset: NAME,
+                                            # overrides: {nf: 16}, ema: true} | {adm_checkpoint: PATH, preset: NAME,
+                                            # overrides: {...}} | {diffusers: FOLDER}; class_label: K for a
+                                            # class-conditional network (ADM's ImageNet models)
+    sde: vp                                 # optional: ve | vp | subvp | discrete_vp or {kind: vp, beta_min: ...}
     task: {name: inpaint, mask: {box: [8, 8, 16, 16]}}   # what was observed (invsgm.config.tasks), or a list
     sampler:                                # how the posterior is sampled (invsgm.config.solvers)
       name: pc                              # pc | smc | ddrm | diffpir | daps | repaint | ddim | ddpm | a plugin
@@ -88,6 +91,7 @@ from .evaluate import _jsonable
 from .atomic import atomic_open
 from .config import (apply_set, apply_sets, bad, boolean, choice, integer, is_int, mapping, number, parse_set,
                      read_yaml, sde_name, string)
+from .config.models import check_model_spec, class_count, load_model_spec
 from .config.solvers import build_solver, build_timesteps, split_sampler
 from .measurement import ClassLabel, Joint, LinearMeasurement, Measurement
 
@@ -100,24 +104,7 @@ STD_DISPLAY_GAIN = 2.0  # std.png = 2·std: white is 0.5, the largest standard d
 # --- checks -----------------------------------------------------------------------------------------
 
 def _check_model(v: Any) -> dict[str, Any]:
-    official = ("score_sde_checkpoint", "preset", "overrides", "ema")
-    m = mapping("model", v, ("pretrained",) + official)
-    if ("pretrained" in m) == ("score_sde_checkpoint" in m):
-        raise bad("model", v, "either {pretrained: NAME_OR_FOLDER} or {score_sde_checkpoint: PATH, preset: NAME, "
-                              "overrides: {...}, ema: true}")
-    if "pretrained" in m:
-        if len(m) > 1:
-            extra = next(k for k in m if k != "pretrained")
-            raise ValueError(f"model.{extra} = {m[extra]!r}: only official checkpoints (score_sde_checkpoint) take it")
-        return {"pretrained": string("model.pretrained", m["pretrained"])}
-    if "preset" not in m:
-        raise ValueError("model: an official checkpoint needs a preset, e.g. preset: ve/cifar10_ncsnpp_continuous")
-    overrides = m.get("overrides") or {}
-    if not isinstance(overrides, dict) or not all(isinstance(k, str) for k in overrides):
-        raise bad("model.overrides", overrides, "a mapping of UNet arguments or SDE parameters, e.g. {nf: 16}")
-    ema = boolean("model.ema", m.get("ema", True))
-    return {"score_sde_checkpoint": string("model.score_sde_checkpoint", m["score_sde_checkpoint"]),
-            "preset": string("model.preset", m["preset"]), "overrides": dict(overrides), "ema": ema}
+    return check_model_spec(v, "model")
 
 
 def _check_sde(v: Any) -> str | dict | None:
@@ -218,15 +205,7 @@ def _device(name: str) -> torch.device:
 
 def load_model(spec: Mapping[str, Any], device: torch.device):
     """The ``Pretrained`` score model of a checked ``model`` section."""
-    if "pretrained" in spec:
-        from .pretrained import load_pretrained
-
-        model = load_pretrained(spec["pretrained"], device=device)
-    else:
-        from .official import load_score_sde_checkpoint
-
-        model = load_score_sde_checkpoint(spec["score_sde_checkpoint"], spec["preset"], ema=spec["ema"],
-                                          device=device, **spec["overrides"])
+    model = load_model_spec(spec, device)
     if model.card.get("task") != "score":
         raise ValueError(f"model = {dict(spec)!r}: expected a score model, got a {model.card.get('task')!r} model")
     return model
@@ -566,6 +545,8 @@ class _BatchSolver:
         self.generator = generator
         self.device = generator.device
         self.class_part, self.image_part = _class_part(task), _image_part(task)
+        # a class-conditional network (ADM's ImageNet models) is evaluated at each input's label
+        self.conditional = self.class_part is not None and class_count(model) is not None
         self.seconds = 0.0  # time spent in the sampler
 
     def __call__(self, items: list[Item]) -> _Solved:
@@ -578,6 +559,8 @@ class _BatchSolver:
         labels = (torch.tensor([it.label for it in items], dtype=torch.long, device=self.device)
                   if self.class_part is not None else None)
         y = measure(self.task, x, labels, self.generator)
+        if self.conditional:
+            self.model.model.class_labels = labels.repeat_interleave(n)
         t0 = time.perf_counter()
         sol = solve(self.task, y, self.model, self.solver, n=n, timesteps=self.timesteps, shape=self.shape,
                     generator=self.generator)
@@ -674,6 +657,9 @@ def run(config: Mapping[str, Any], *, progress: bool = True, log=None) -> RunRes
                          f"inputs.path")
     if len(inputs) == 0:
         raise ValueError("there are no inputs")
+    if class_count(model) is not None and class_part is None and "class_label" not in config["model"]:
+        raise ValueError(f"model: the network of {model.card['name']!r} is class-conditional "
+                         f"({class_count(model)} classes): set model.class_label, or add a class_conditional task")
     k = getattr(class_part, "num_classes", None)
     if k is not None and inputs.labels is not None and not all(0 <= y < k for y in inputs.labels):
         bad = next(y for y in inputs.labels if not 0 <= y < k)

@@ -15,8 +15,9 @@ doubled for models of centred data ([−1, 1]):
                        observed); ``sigma_y`` (0)
 ``random_inpaint``     ``missing`` (0.7), ``seed`` (0), ``sigma_y`` (0)
 ``colorize``           the grey axis (R+G+B)/√3, observed exactly
-``class_conditional``  ``classifier`` (a pretrained name or folder, 'digits_classifier') → ``ClassLabel``;
-                       the classifier's SDE must be the score model's
+``class_conditional``  ``classifier``: a model spec (``invsgm.config.models``: a pretrained name or folder,
+(or ``class``)         'digits_classifier', or ``{adm_checkpoint: PATH, preset: 64x64_classifier}``) →
+                       ``ClassLabel``; the classifier's SDE must be the score model's
 ``super_resolution``   ``factor`` (2), ``sigma_y`` (0): ``factor``×``factor`` average pooling
 ``deblur``             ``sigma`` (1.0 px), ``kernel_size`` (5), ``sigma_y`` (0): circular Gaussian blur
 ``denoise``            ``sigma_y`` (0.1)
@@ -130,24 +131,27 @@ def colorize(ctx: TaskContext) -> Measurement:
     return LinearMeasurement(Grey(ctx.shape))
 
 
-def class_conditional(ctx: TaskContext, classifier: str = "digits_classifier") -> Measurement:
-    """Class labels, with the likelihood of a noise-conditional classifier trained on the score model's SDE."""
-    from ..pretrained import load_pretrained
+def class_conditional(ctx: TaskContext, classifier: str | dict | None = None) -> Measurement:
+    """Class labels, with the likelihood of a noise-conditional classifier trained on the score model's SDE:
+    ``classifier`` is a model spec (``invsgm.config.models``: a pretrained name or folder, default
+    'digits_classifier', or ``{adm_checkpoint: PATH, preset: 64x64_classifier}``)."""
+    from .models import check_model_spec, load_model_spec
 
-    loaded = load_pretrained(classifier, device=ctx.device)
+    spec = check_model_spec("digits_classifier" if classifier is None else classifier, "classifier", score=False)
+    loaded = load_model_spec(spec, device=ctx.device)
+    name = loaded.card.get("name", str(next(iter(spec.values()))))
     if loaded.card["task"] != "classifier":
-        raise ValueError(f"classifier = {classifier!r}: expected a pretrained classifier, got a "
-                         f"{loaded.card['task']!r} model")
+        raise ValueError(f"classifier = {classifier!r}: expected a classifier, got a {loaded.card['task']!r} model")
     if type(loaded.sde) is not type(ctx.sde) or loaded.sde.config() != ctx.sde.config():
-        raise ValueError(f"classifier {classifier!r} was trained on {loaded.sde!r} but the score model's SDE is "
+        raise ValueError(f"classifier {name!r} was trained on {loaded.sde!r} but the score model's SDE is "
                          f"{ctx.sde!r}; they must be the same")
     data = loaded.card["data"]
     shape = (data.get("channels"), data.get("image_size"), data.get("image_size"))
     if shape != tuple(ctx.shape):
-        raise ValueError(f"classifier {classifier!r} classifies images of shape {shape} but the score model's "
+        raise ValueError(f"classifier {name!r} classifies images of shape {shape} but the score model's "
                          f"samples have shape {tuple(ctx.shape)}")
     if data["centered"] != ctx.centered:
-        raise ValueError(f"classifier {classifier!r} has data.centered = {data['centered']} but the score model "
+        raise ValueError(f"classifier {name!r} has data.centered = {data['centered']} but the score model "
                          f"has {ctx.centered}")
     return ClassLabel(loaded.model, x_shape=ctx.shape)
 
@@ -178,6 +182,7 @@ BUILTINS: dict[str, Factory] = {
     "random_inpaint": random_inpaint,
     "colorize": colorize,
     "class_conditional": class_conditional,
+    "class": class_conditional,
     "super_resolution": super_resolution,
     "deblur": deblur,
     "denoise": denoise,

@@ -407,6 +407,7 @@ class ADMClassifier(_ADMBase):
         self._check(image_size, in_channels, model_channels, num_res_blocks, attention_resolutions, dropout,
                     channel_mult, num_heads, num_head_channels)
         self.out_channels = _int("out_channels", out_channels, 1)
+        self.num_classes = self.out_channels  # one logit per class
         for name in ("conv_resample", "use_scale_shift_norm", "resblock_updown", "use_new_attention_order"):
             _flag(name, locals()[name])
         if pool not in POOLS:
