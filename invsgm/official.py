@@ -56,8 +56,6 @@ import inspect
 import json
 import math
 import os
-import pickle
-import re
 import shlex
 import sys
 from dataclasses import dataclass, field
@@ -68,6 +66,7 @@ import torch
 import yaml
 
 from ._names import sde_key
+from ._weights_only import load_weights_only
 from .config import parse_sets
 from .denoisers import NetworkDenoiser
 from .models.build import build_model
@@ -280,32 +279,9 @@ def _command(action: str, checkpoint: str, preset: str, out: str, overrides: Map
 # --- reading a checkpoint --------------------------------------------------------------------------
 
 def _torch_load(path: Path) -> Any:
-    """``torch.load(path, weights_only=True)`` with every failure turned into a ValueError naming the file."""
-    if not path.exists():
-        raise ValueError(f"{path}: no such checkpoint file")
-    if not path.is_file():
-        raise ValueError(f"{path}: not a file (an official checkpoint is one checkpoint_<n>.pth file)")
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as err:
-        if "weights only" in str(err).lower():
-            glob = re.search(r"GLOBAL\s+([\w.]+)", str(err))
-            if glob:  # an import or call: what a pickle that runs code asks for
-                raise ValueError(f"{path}: refused to load: the pickle asks for the global {glob.group(1)!r}, "
-                                 f"more than tensors, numbers and containers; nothing in it was run. Official "
-                                 f"score_sde checkpoints hold only those: this file is not one, or was "
-                                 f"altered") from None
-            lines = [line.strip() for line in str(err).splitlines() if line.strip()]
-            detail = next((line for line in lines if "nsupported" in line), lines[0] if lines else "")
-            raise ValueError(f"{path}: refused to load: not a weights-only pickle ({detail}); truncated or corrupt, "
-                             f"or built to run code; nothing in it was run") from None
-        raise ValueError(f"{path}: not a readable PyTorch checkpoint (corrupt pickle: {err})") from None
-    except OSError as err:
-        raise ValueError(f"{path}: cannot read the file ({err})") from None
-    except Exception as err:  # truncated zip, EOF, garbage bytes: torch raises many kinds
-        first = str(err).strip().splitlines()[0].split(". ")[0] if str(err).strip() else ""
-        raise ValueError(f"{path}: not a readable PyTorch checkpoint; truncated or corrupt? "
-                         f"({type(err).__name__}{': ' + first if first else ''})") from None
+    """The official checkpoint read with ``torch.load(weights_only=True)``; a ValueError names the file."""
+    return load_weights_only(path, file_hint="an official checkpoint is one checkpoint_<n>.pth file",
+                             holders="Official score_sde checkpoints")
 
 
 def _shape(v: Any) -> list[int] | str:

@@ -89,8 +89,8 @@ from PIL import Image
 
 from .evaluate import _jsonable
 from .atomic import atomic_open
-from .config import (apply_set, apply_sets, bad, boolean, choice, integer, is_int, mapping, number, parse_set,
-                     read_yaml, sde_name, string)
+from .config import (apply_set, apply_sets, bad, choice, integer, is_int, mapping, parse_set, read_yaml,
+                     sde_name, string)
 from .config.models import check_model_spec, class_count, load_model_spec
 from .config.solvers import build_solver, build_timesteps, split_sampler
 from .measurement import ClassLabel, Joint, LinearMeasurement, Measurement
@@ -553,7 +553,7 @@ class _BatchSolver:
         from .pretrained import from_model_space, to_model_space
         from .solve import solve
 
-        b, n, s, card = len(items), self.sampler["n_samples"], self.sampler, self.model.card
+        b, n, card = len(items), self.sampler["n_samples"], self.model.card
         truth = [it.image for it in items]
         x = to_model_space(torch.stack(truth).to(self.device), card) if truth[0] is not None else None
         labels = (torch.tensor([it.label for it in items], dtype=torch.long, device=self.device)

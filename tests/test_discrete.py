@@ -7,7 +7,6 @@ import pytest
 import torch
 
 from invsgm.denoisers import Denoiser, Evaluation
-from invsgm.priors import GaussianMixture
 from invsgm.sampling.timesteps import respaced_indices, respaced_timesteps
 from invsgm.sde import DiscreteVPSDE, VPSDE, discrete_betas, sde_from_config
 from invsgm.solvers import DDIM, DDPM

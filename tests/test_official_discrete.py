@@ -300,7 +300,7 @@ def test_a_checkpoint_with_another_sigmas_table_is_refused(ve, vp, tmp_path):
 
 
 def test_a_checkpoint_of_another_width_or_configuration_is_refused(ve, vp, tmp_path):
-    (ve_path, _), (vp_path, vp_net) = ve, vp
+    (ve_path, _), (vp_path, _) = ve, vp
     with pytest.raises(ValueError) as err:  # full width: the first key, both shapes
         load_score_sde_checkpoint(ve_path, VE)
     print(f"\nwrong width: {err.value}")

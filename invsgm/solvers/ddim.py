@@ -6,8 +6,6 @@ transition (c² is DDPM's posterior variance when η = 1). After the last grid t
 """
 from __future__ import annotations
 
-import torch
-
 from .. import _checks
 from ..guidance import Guidance, guided_evaluation
 from ..sde import _bcast
