@@ -264,7 +264,7 @@ def test_build_model_table():
     assert isinstance(build_model("unet", **{k: v for k, v in UNET.items() if k != "kind"}), UNet)
     assert isinstance(build_model(**MLP), MLPScoreNet)
     assert isinstance(build_model(**CLASSIFIER), NoiseConditionalClassifier)
-    with pytest.raises(ValueError, match=r"unknown model kind 'resnet'; expected one of \['classifier', 'mlp', 'unet'"):
+    with pytest.raises(ValueError, match=r"unknown model kind 'resnet'; expected one of \['adm_classifier', 'adm_unet', 'classifier', 'mlp', 'unet'"):
         build_model("resnet")
     with pytest.raises(ValueError, match="has no argument 'channels'"):
         build_model("unet", channels=3)

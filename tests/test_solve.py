@@ -202,3 +202,12 @@ def test_class_labels_need_a_sample_shape():
         solve(measurement, labels, prior, PC(Classifier()), sde=VPSDE(), steps=5)
     sol = solve(measurement, labels, prior.as_denoiser(VPSDE()), PC(Classifier()), shape=(4,), n=2, steps=5, seed=0)
     assert sol.samples.shape == (2, 2, 4)
+
+
+def test_top_level_names():
+    """The names the README uses: ``from invsgm import solve, load_pretrained``."""
+    import invsgm
+    from invsgm.pretrained import load_pretrained
+    from invsgm.solve import solve as solve_fn
+
+    assert invsgm.solve is solve_fn and invsgm.load_pretrained is load_pretrained
