@@ -7,6 +7,7 @@ to [0, 1]. The scikit-image ones run on the CPU in float64, one image (or one ch
 from __future__ import annotations
 
 import math
+from typing import Callable
 
 import numpy as np
 import torch
@@ -15,7 +16,7 @@ import torch.nn.functional as F
 from ._checks import positive, positive_int
 
 __all__ = ["inpaint_biharmonic", "colorize_grey", "upsample_bicubic", "deconvolve_wiener",
-           "deconvolve_richardson_lucy", "denoise_tv"]
+           "deconvolve_richardson_lucy", "denoise_tv", "BASELINES", "baseline_for", "register_baseline"]
 
 
 def _batch(x: torch.Tensor, name: str) -> tuple[np.ndarray, bool]:
@@ -182,3 +183,147 @@ def denoise_tv(noisy: torch.Tensor, weight: float = 0.1) -> torch.Tensor:
     out = np.stack([np.moveaxis(denoise_tv_chambolle(np.moveaxis(img, 0, -1), weight=weight, channel_axis=-1), -1, 0)
                     for img in x])
     return _back(out, single, noisy)
+
+
+# --------------------------------------------------------------------------- which baseline fits an operator
+
+Baseline = Callable[..., "torch.Tensor | None"]  # (operator, y_img (B, *out_shape), sigma_img) -> (B, *in_shape)
+
+
+def _inpaint(op, y: torch.Tensor, sigma: float) -> torch.Tensor:
+    return inpaint_biharmonic(op.to_image(y).clamp(0, 1), op.mask)
+
+
+def _colorize(op, y: torch.Tensor, sigma: float) -> torch.Tensor:
+    return colorize_grey(y.clamp(min=0))
+
+
+def _upsample(op, y: torch.Tensor, sigma: float) -> torch.Tensor:
+    return upsample_bicubic(y.clamp(0, 1), op.factor)
+
+
+def _deconvolve(op, y: torch.Tensor, sigma: float) -> torch.Tensor:
+    return deconvolve_wiener(y, op.kernel)
+
+
+def _denoise(op, y: torch.Tensor, sigma: float) -> torch.Tensor | None:
+    if y.ndim != 4:  # vectors: no image baseline
+        return None
+    return denoise_tv(y, weight=sigma) if sigma > 0 else y.clamp(0, 1)
+
+
+def _table() -> dict[type, Baseline]:
+    from .operators import AvgPool, GaussianBlur, Grey, Identity, Mask
+
+    return {Mask: _inpaint, Grey: _colorize, AvgPool: _upsample, GaussianBlur: _deconvolve, Identity: _denoise}
+
+
+BASELINES: dict[type, Baseline] = _table()
+"""Operator class → its classical method ``fn(operator, y_img, sigma_img)`` on the image-space observation:
+mask → biharmonic inpainting, grey → the grey image, average pooling → bicubic, blur → Wiener, identity → TV
+(weight σ_y). Subclasses inherit their base class's entry; ``register_baseline`` adds one."""
+
+
+def register_baseline(operator_class: type, fn: Baseline) -> None:
+    """Use ``fn(operator, y_img, sigma_img)`` as the classical baseline of ``operator_class`` (and its subclasses)."""
+    BASELINES[operator_class] = fn
+
+
+def baseline_for(operator, y_img: torch.Tensor, sigma_img: float = 0.0) -> torch.Tensor | None:
+    """The classical method for ``operator`` on its observation ``y_img`` (image units, (B, *out_shape)) with noise
+    level ``sigma_img`` (image units): images (B, *in_shape) in [0, 1] on the CPU, or None if no method fits."""
+    y = y_img.detach().to("cpu", torch.float32)
+    for cls in type(operator).__mro__:
+        if cls in BASELINES:
+            return BASELINES[cls](operator, y, float(sigma_img))
+    return None
+
+
+# --------------------------------------------------------------------------- MRI and CT (operators.MRI, .Radon)
+#
+# These take the operator and its measurement y (B, *out_shape) — k-space or a sinogram, not an image —
+# and return images (B, *in_shape) in [0, 1] on y's device and dtype (a single y (*out_shape) gives one image).
+
+def _measurement_batch(operator, y: torch.Tensor, name: str) -> tuple[torch.Tensor, bool]:
+    shape = tuple(operator.out_shape)
+    if not torch.is_tensor(y) or not y.is_floating_point() or tuple(y.shape[-len(shape):]) != shape \
+            or y.ndim not in (len(shape), len(shape) + 1):
+        raise ValueError(f"{name}: y must be a float tensor of shape {shape} or (B, {', '.join(map(str, shape))}), "
+                         f"got {getattr(y, 'dtype', type(y).__name__)} {tuple(getattr(y, 'shape', ()))}")
+    if not torch.isfinite(y).all():
+        raise ValueError(f"{name}: y contains NaN or infinite values")
+    single = y.ndim == len(shape)
+    return (y[None] if single else y), single
+
+
+def _operator_norm2(operator, like: torch.Tensor, iterations: int = 50) -> float:
+    """‖A‖² (largest eigenvalue of AᵀA) by power iteration from a fixed start; 1 for partial isometries."""
+    if getattr(operator, "partial_isometry", False):
+        return 1.0
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(1, *operator.in_shape, generator=g, dtype=torch.float64).to(like.device)
+    lam = 0.0
+    for _ in range(iterations):
+        x = x / x.norm()
+        w = operator.adjoint(operator(x))
+        lam = float((w * x).sum())
+        x = w
+    return lam
+
+
+def tv_reconstruction(operator, y: torch.Tensor, weight: float = 0.01, iterations: int = 50,
+                      x0: torch.Tensor | None = None) -> torch.Tensor:
+    """TV-regularised least squares argmin_x ½‖A x − y‖² / L + weight·TV(x), L = ‖A‖² (power iteration; 1 for
+    partial isometries), by FISTA: a gradient step of size 1 on the data term, then the TV proximal step
+    ``skimage.restoration.denoise_tv_chambolle(weight=weight)`` per image and channel, ``iterations`` times,
+    from ``x0`` (default Aᵀ y / L). Dividing by L makes ``weight`` mean the same for MRI and CT. Images
+    (B, *in_shape) in [0, 1] (the result is clamped, the iterates are not); float64 on the CPU inside."""
+    from skimage.restoration import denoise_tv_chambolle
+
+    weight = positive("weight", weight)
+    iterations = positive_int("iterations", iterations)
+    yb, single = _measurement_batch(operator, y, "tv_reconstruction")
+    y64 = yb.detach().to("cpu", torch.float64)
+    L = _operator_norm2(operator, y64)
+    x = operator.adjoint(y64) / L if x0 is None else torch.as_tensor(x0).detach().to("cpu", torch.float64).reshape(
+        y64.shape[0], *operator.in_shape)
+    z, t = x.clone(), 1.0
+    for _ in range(iterations):
+        g = z - operator.adjoint(operator(z) - y64) / L
+        a = g.numpy()
+        x_new = torch.from_numpy(np.stack([np.stack([denoise_tv_chambolle(ch, weight=weight) for ch in img])
+                                           for img in a]))
+        t_new = (1 + math.sqrt(1 + 4 * t * t)) / 2
+        z = x_new + ((t - 1) / t_new) * (x_new - x)
+        x, t = x_new, t_new
+    out = x.clamp_(0, 1).to(y.device, y.dtype)
+    return out[0] if single else out
+
+
+def mri_zero_filled(operator, y: torch.Tensor) -> torch.Tensor:
+    """The zero-filled inverse FFT magnitude |F⁻¹(M ⊙ y)| (``operators.MRI.zero_filled``), clamped to [0, 1]."""
+    yb, single = _measurement_batch(operator, y, "mri_zero_filled")
+    out = operator.zero_filled(yb).clamp(0, 1)
+    return out[0] if single else out
+
+
+def mri_tv(operator, y: torch.Tensor, weight: float = 0.01, iterations: int = 50) -> torch.Tensor:
+    """TV reconstruction from k-space (``tv_reconstruction`` — FISTA with data consistency, not a TV
+    denoising of the zero-filled image — started from the zero-filled image; ‖A‖ = 1)."""
+    return tv_reconstruction(operator, y, weight, iterations, x0=mri_zero_filled(operator, y))
+
+
+def ct_fbp(operator, y: torch.Tensor, filter_name: str = "ramp") -> torch.Tensor:
+    """Filtered back-projection of the sinogram (``operators.Radon.fbp``: scikit-image's ``iradon``), clamped to
+    [0, 1]."""
+    yb, single = _measurement_batch(operator, y, "ct_fbp")
+    out = operator.fbp(yb, filter_name=filter_name).clamp(0, 1)
+    return out[0] if single else out
+
+
+def ct_tv(operator, y: torch.Tensor, weight: float = 0.0002, iterations: int = 100) -> torch.Tensor:
+    """TV reconstruction from a sinogram (``tv_reconstruction``, started from the FBP image)."""
+    return tv_reconstruction(operator, y, weight, iterations, x0=ct_fbp(operator, y))
+
+
+__all__ += ["tv_reconstruction", "mri_zero_filled", "mri_tv", "ct_fbp", "ct_tv"]

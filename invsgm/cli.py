@@ -45,7 +45,8 @@ def _run(args: argparse.Namespace) -> int:
     from .run import format_summary, load_run_config, run
 
     try:
-        config = load_run_config(args.config, args.set or [], input_path=args.input, out=args.out, seed=args.seed)
+        config = load_run_config(args.config, args.set or [], input_path=args.input, observation=args.observation,
+                                 mask=args.mask, truth=args.truth, fit=args.fit, out=args.out, seed=args.seed)
         result = run(config)
     except ImportError as err:  # an optional extra (torchvision, a task plugin's dependency) is missing
         print(f"invsgm run: error: a module is missing: {err} (optional extras: pip install -e \".[vision]\"; "
@@ -100,14 +101,35 @@ def build_parser() -> argparse.ArgumentParser:
         "run", help="solve an inverse problem (or class-conditional generation) described by a YAML file",
         description="Read a task YAML (model, sde, task, sampler, inputs, output, seed, device; see tasks/*.yaml and "
                     "invsgm/run.py), solve every input and write OUTPUT/<input-name>/ (truth, observation, samples, "
-                    "mean, std, baseline, panel), OUTPUT/metrics.json and OUTPUT/run.yaml. Relative paths are "
+                    "mean, std, baseline, panel), OUTPUT/metrics.json and OUTPUT/run.yaml. The inputs are clean "
+                    "images whose observations are simulated (the YAML's inputs, --input) or observed images "
+                    "(--observation, with --mask for inpainting and --truth for PSNR/SSIM). Relative paths are "
                     "resolved against the current directory.")
     run.add_argument("config", metavar="FILE.yaml", help="task YAML file, e.g. tasks/inpaint.yaml")
     run.add_argument("--set", action="append", metavar="KEY.SUB=VALUE",
                      help="override a value (YAML syntax), e.g. --set sampler.steps=50 or "
                           "--set task.mask.box=[0,0,16,16]; list entries by index (sampler.guidance.0.scale=2); repeatable")
-    run.add_argument("--input", metavar="PATH", default=None,
-                     help="an image file or a folder of images instead of the YAML's inputs (of the model's size)")
+    source = run.add_mutually_exclusive_group()
+    source.add_argument("--input", metavar="PATH", default=None,
+                        help="clean images (a file or a folder) instead of the YAML's inputs; the run simulates "
+                             "their observations (benchmarks)")
+    source.add_argument("--observation", metavar="PATH", default=None,
+                        help="observed images (a file or a folder; .npy too) instead of the YAML's inputs: the "
+                             "degraded image, the low-resolution image (super-resolution), the grey image "
+                             "(colorization), the image with missing pixels (inpainting)")
+    run.add_argument("--mask", metavar="PATH", default=None,
+                     help="inpainting with --observation: a mask file for every observation, or a folder of masks "
+                          "with the observations' names; WHITE = MISSING (without it: the image's alpha channel, "
+                          "alpha 0 = missing, or the task's mask)")
+    run.add_argument("--truth", metavar="PATH", default=None,
+                     help="with --observation: the clean images (a file, or a folder with the observations' names), "
+                          "for PSNR / SSIM in metrics.json")
+    fit = run.add_mutually_exclusive_group()
+    fit.add_argument("--resize", dest="fit", action="store_const", const="resize", default=None,
+                     help="fit images of another size: the centre part of the needed aspect ratio, resized "
+                          "(antialiased bicubic); YAML inputs.fit: resize")
+    fit.add_argument("--crop", dest="fit", action="store_const", const="crop",
+                     help="fit larger images of another size by their centre; YAML inputs.fit: crop")
     run.add_argument("--out", metavar="DIR", default=None, help="output folder (overrides the YAML's 'output')")
     run.add_argument("--seed", type=int, default=None, help="random seed (overrides the YAML's 'seed')")
     run.set_defaults(func=_run)

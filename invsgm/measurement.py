@@ -6,6 +6,13 @@
 
 Every measurement checks an observation batch (B, ...), repeats and slices it; the batch of y always
 has the batch size of x (``solve`` repeats it for every sample).
+
+Observations as files (what ``invsgm run`` writes and reads): ``image_parts`` are the parts whose y is an
+image; ``simulate_file(images, generator, centered)`` draws the observation of clean images as an image
+file holds it (``LinearOperator.to_file``: the low-resolution image of super-resolution, the grey image of
+colorization, ...) and ``observe(x, generator, images=..., labels=..., centered=...)`` the y of a batch of
+inputs: such files read, class labels given, other parts simulated from clean x. ``centered`` says the
+model works on [−1, 1] (y = A(2·img − 1) + noise), not on [0, 1] images.
 """
 from __future__ import annotations
 
@@ -64,6 +71,45 @@ class Measurement:
         """The independent measurements this one is made of (itself, unless ``Joint``)."""
         return (self,)
 
+    @property
+    def image_parts(self) -> tuple["LinearMeasurement", ...]:
+        """The parts whose observation is an image (an image file in ``invsgm run``)."""
+        return ()
+
+    @property
+    def takes_labels(self) -> bool:
+        """Whether a part of y is a class label given with each input (not measured from an image)."""
+        return False
+
+    def observe(self, x: torch.Tensor | None = None, generator: torch.Generator | None = None, *,
+                images: Any = None, labels: torch.Tensor | None = None, centered: bool = False) -> Any:
+        """y of one batch of inputs: image parts read from observation files' pixels ``images`` ((B, *file_shape)
+        in image units; a tuple with one batch per image part when there are several), class labels given
+        (``labels`` (B,)), every other part simulated from clean ``x`` (the model's space) with ``generator``."""
+        if x is None:
+            raise ValueError(f"{self!r}: no clean x to simulate the observation from")
+        return self.simulate(x, generator)
+
+    def picture(self, y: Any, centered: bool = False) -> torch.Tensor | None:
+        """A picture (B, C, H, W) in [0, 1] of the observation, for display (the operator's ``to_image`` of the first
+        part that has one), or None."""
+        return None
+
+    def baseline(self, y: Any, centered: bool = False) -> torch.Tensor | None:
+        """The classical method's images (B, *x_shape) in [0, 1] (on the CPU) for the observation y (the first part
+        that has one: ``invsgm.baselines.baseline_for``), or None."""
+        return None
+
+    def valid_images(self, x: torch.Tensor, y: Any, centered: bool = False) -> torch.Tensor:
+        """Samples x as images (in [0, 1] units) made valid: clamped to [0, 1], and for noiseless observations kept
+        consistent where the operator knows how (``LinearOperator.feasible_images``: colorization's grey)."""
+        return x.clamp(0, 1)
+
+    def with_mask(self, observed: torch.Tensor) -> "Measurement":
+        """This measurement with its image part observing only the pixels ``observed`` ((1, h, w) bool, a mask
+        read with an observation file; see ``LinearOperator.with_mask``); itself when nothing changes."""
+        return self
+
 
 class LinearMeasurement(Measurement):
     """y = A x + σ_y ε with A a ``LinearOperator`` (or an (m, d) matrix, then x are vectors (B, d))."""
@@ -104,6 +150,62 @@ class LinearMeasurement(Measurement):
         """x + A⁺(y − A x): the point nearest x with A x = y (for y in A's range)."""
         return x + self.operator.pinv(y - self.operator(x))
 
+    # --- images and files --------------------------------------------------------------------------------
+
+    @property
+    def image_parts(self) -> tuple["LinearMeasurement", ...]:
+        try:
+            self.operator.file_shape
+        except NotImplementedError:
+            return ()
+        return (self,)
+
+    def _ones(self, like: torch.Tensor) -> torch.Tensor:
+        """A·1 (the observation of a white image), on ``like``'s device and dtype."""
+        return self.operator(torch.ones((1, *self.operator.in_shape), dtype=like.dtype, device=like.device))
+
+    def image_units(self, y: torch.Tensor, centered: bool) -> torch.Tensor:
+        """The observation of the image in [0, 1]: (y + A·1)/2 for centred models (A x = A(2 img − 1)), else y."""
+        return (y + self._ones(y)) / 2 if centered else y
+
+    def model_units(self, y_img: torch.Tensor, centered: bool) -> torch.Tensor:
+        """The inverse of ``image_units``: 2 y_img − A·1 for centred models, else y_img."""
+        return 2 * y_img - self._ones(y_img) if centered else y_img
+
+    def simulate_file(self, images: torch.Tensor, generator: torch.Generator | None = None,
+                      centered: bool = False) -> torch.Tensor:
+        """A draw of the observation of clean ``images`` (in [0, 1]) as an image file holds it: A·img + σ z in image
+        units (σ = σ_y / 2 for a centred model), (B, *operator.file_shape), unclamped."""
+        sigma = self.sigma_y / (2.0 if centered else 1.0)
+        return self.operator.to_file(self.operator.observe(images, sigma, generator))
+
+    def observe(self, x=None, generator=None, *, images=None, labels=None, centered=False) -> torch.Tensor:
+        if images is not None and self.image_parts:
+            return self.model_units(self.operator.from_file(images), centered)
+        return super().observe(x, generator, images=images, labels=labels, centered=centered)
+
+    def picture(self, y: torch.Tensor, centered: bool = False) -> torch.Tensor | None:
+        try:
+            return self.operator.to_image(self.image_units(y, centered)).clamp(0, 1)
+        except NotImplementedError:  # measurements that are not images
+            return None
+
+    def baseline(self, y: torch.Tensor, centered: bool = False) -> torch.Tensor | None:
+        """The classical method for the operator (``invsgm.baselines.baseline_for``) on the image-space observation
+        (``image_units``), with σ_y in image units."""
+        from .baselines import baseline_for
+
+        return baseline_for(self.operator, self.image_units(y, centered), self.sigma_y / (2.0 if centered else 1.0))
+
+    def valid_images(self, x: torch.Tensor, y: torch.Tensor, centered: bool = False) -> torch.Tensor:
+        if self.sigma_y > 0:
+            return x.clamp(0, 1)
+        return self.operator.feasible_images(x, self.image_units(y, centered))
+
+    def with_mask(self, observed: torch.Tensor) -> "LinearMeasurement":
+        operator = self.operator.with_mask(observed)
+        return self if operator is self.operator else LinearMeasurement(operator, self.sigma_y)
+
     def __repr__(self) -> str:
         return f"LinearMeasurement({self.operator!r}, sigma_y={self.sigma_y})"
 
@@ -122,6 +224,15 @@ class ClassLabel(Measurement):
     @property
     def has_density(self) -> bool:
         return True
+
+    @property
+    def takes_labels(self) -> bool:
+        return True
+
+    def observe(self, x=None, generator=None, *, images=None, labels=None, centered=False) -> torch.Tensor:
+        if labels is None:
+            raise ValueError("ClassLabel: the observation is a class label per input; none was given")
+        return self.check(labels)
 
     @property
     def num_classes(self) -> int | None:
@@ -168,6 +279,39 @@ class Joint(Measurement):
     @property
     def parts(self) -> tuple[Measurement, ...]:
         return self.measurements
+
+    @property
+    def image_parts(self) -> tuple[LinearMeasurement, ...]:
+        return tuple(p for m in self.measurements for p in m.image_parts)
+
+    @property
+    def takes_labels(self) -> bool:
+        return any(m.takes_labels for m in self.measurements)
+
+    def observe(self, x=None, generator=None, *, images=None, labels=None, centered=False):
+        images = list(images) if isinstance(images, (tuple, list)) else [] if images is None else [images]
+        y = []
+        for m in self.measurements:
+            mine = images.pop(0) if m.image_parts and images else None
+            y.append(m.observe(x, generator, images=mine, labels=labels, centered=centered))
+        return tuple(y)
+
+    def picture(self, y, centered=False):
+        return next((p for p in (m.picture(yi, centered) for m, yi in zip(self.measurements, y)) if p is not None),
+                    None)
+
+    def baseline(self, y, centered=False):
+        return next((b for b in (m.baseline(yi, centered) for m, yi in zip(self.measurements, y)) if b is not None),
+                    None)
+
+    def valid_images(self, x, y, centered=False):
+        for m, yi in zip(self.measurements, y):
+            x = m.valid_images(x, yi, centered)
+        return x
+
+    def with_mask(self, observed):
+        parts = [m.with_mask(observed) for m in self.measurements]
+        return self if all(a is b for a, b in zip(parts, self.measurements)) else Joint(parts)
 
     @property
     def has_density(self) -> bool:

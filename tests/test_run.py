@@ -248,7 +248,7 @@ def test_nothing_half_written_on_a_bad_input(tmp_path, capsys):
 
 
 def test_nothing_half_written_on_ctrl_c(tmp_path, capsys, monkeypatch):
-    import invsgm.run as run_module
+    import invsgm.runner.outputs as run_module  # where invsgm run's PNGs are written
 
     images = tmp_path / "images"
     _patch_folder(images, 2)
@@ -268,20 +268,22 @@ def test_nothing_half_written_on_ctrl_c(tmp_path, capsys, monkeypatch):
 
 
 def test_inputs_are_read_one_batch_at_a_time(tmp_path, monkeypatch):
-    import invsgm.data
-    import invsgm.solve
+    import importlib
 
+    import invsgm.data
+
+    solve_module = importlib.import_module("invsgm.solve")  # the module (the package exports the function too)
     images = tmp_path / "images"
     _patch_folder(images, 5)
     loads, seen = [], []
-    real_load, real_solve = invsgm.data.load_image, invsgm.solve.solve
+    real_load, real_solve = invsgm.data.load_image, solve_module.solve
     monkeypatch.setattr(invsgm.data, "load_image", lambda *a, **k: loads.append(a[0]) or real_load(*a, **k))
 
     def solve(measurement, y, *args, **kwargs):
         seen.append((len(loads), measurement.batch_size(y)))
         return real_solve(measurement, y, *args, **kwargs)
 
-    monkeypatch.setattr(invsgm.solve, "solve", solve)
+    monkeypatch.setattr(solve_module, "solve", solve)
     assert main(["run", *_inpaint(tmp_path, "sampler.batch_size=2", extra=["--input", str(images)])]) == 0
     assert seen == [(2, 2), (4, 2), (5, 1)]
 

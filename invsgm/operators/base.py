@@ -169,5 +169,118 @@ class LinearOperator(abc.ABC):
         """Picture of a shape-checked y; measurements that are not images cannot be shown."""
         raise NotImplementedError(f"{type(self).__name__} measurements of shape {self.out_shape} are not images")
 
+    # --- the observation as an image file (``invsgm run``: observations written and read) -----------------
+    #
+    # y (in image units, [0, 1] pixels) as a file holds it: its colour channels and size ``file_shape``
+    # (y itself for operators whose y is an image; the low-resolution image of super-resolution, the grey
+    # image of colorization), ``to_file`` / ``from_file`` (each other's inverse on A's range) and, for
+    # masks, which pixels are observed (``observed_pixels``, written as the file's alpha channel; read
+    # back through ``with_mask``).
+
+    @property
+    def file_shape(self) -> tuple[int, int, int]:
+        """(C, h, w) of the observation as an image file: ``out_shape`` for operators whose y is an image."""
+        if len(self.out_shape) != 3:
+            raise NotImplementedError(f"{type(self).__name__} measurements of shape {self.out_shape} are not images")
+        return tuple(self.out_shape)
+
+    def describe_file(self) -> str:
+        """What an observation file must be, for error messages: 'a 32x32 (HxW) image' and why."""
+        _, h, w = self.file_shape
+        return f"a {h}x{w} (HxW) image"
+
+    def to_file(self, y: torch.Tensor) -> torch.Tensor:
+        """y (image units, (B, *out_shape)) as an image file holds it, (B, *file_shape)."""
+        self.file_shape  # noqa: B018  (raises for measurements that are not images)
+        return self._to_file(self._check(y, self.out_shape, "y"))
+
+    def _to_file(self, y: torch.Tensor) -> torch.Tensor:
+        return y
+
+    def from_file(self, image: torch.Tensor) -> torch.Tensor:
+        """y (image units) of an observation file's pixels (B, *file_shape): the inverse of ``to_file``."""
+        return self._from_file(self._check(image, self.file_shape, "the observation image"))
+
+    def _from_file(self, image: torch.Tensor) -> torch.Tensor:
+        return image
+
+    def observed_pixels(self) -> torch.Tensor | None:
+        """(1, h, w) bool, True where the observation file's pixels are observed (its alpha channel when
+        written); None when every pixel is."""
+        return None
+
+    def with_mask(self, observed: torch.Tensor) -> "LinearOperator":
+        """The operator observing only the pixels ``observed`` ((1, h, w) bool, from a mask file or an alpha
+        channel read with an observation). Only masks can: every other operator accepts a mask that
+        observes every pixel (and returns itself) and raises a ``ValueError`` otherwise."""
+        if bool(torch.as_tensor(observed).all()):
+            return self
+        raise ValueError(f"a {type(self).__name__} measurement observes every pixel, but the mask or alpha channel "
+                         f"marks {int((~torch.as_tensor(observed, dtype=torch.bool)).sum())} pixels missing; "
+                         f"missing pixels are for inpainting")
+
+    def feasible_images(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Images (B, *in_shape) in [0, 1] near ``x`` that keep the noiseless observation y = A x (image units)
+        where the operator knows how (colorization: the observed grey); by default x clamped to [0, 1]."""
+        return x.clamp(0, 1)
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}(in_shape={self.in_shape}, out_shape={self.out_shape})"
+
+
+class Decomposed(abc.ABC):
+    """Mixin of operators written A = P(Λ) T (Song, Shen, Xing & Ermon, ICLR 2022): T an invertible transform
+    (orthonormal 2-D FFT for MRI, full-angle Radon transform for CT) in a real representation of shape
+    ``transform_shape``, P(Λ) the selection of the coordinates Λ that are measured.
+
+    ``transform(x)`` = T x, ``inverse_transform(z)`` = T⁻¹ z (``exact_inverse`` says whether it is exact),
+    ``subsample(z)`` = P(Λ) z (shape ``out_shape``, so ``subsample(transform(x)) == A x``), ``embed(y)`` =
+    P(Λ)ᵀ y (zeros off Λ), and ``consistent(x, y, λ)`` the paper's transform-domain data-consistency step.
+    A class using it must also be a ``LinearOperator``.
+    """
+
+    transform_shape: tuple[int, ...]
+    exact_inverse: bool = True
+
+    @abc.abstractmethod
+    def _transform(self, x: torch.Tensor) -> torch.Tensor:
+        """T x on a shape-checked batch."""
+
+    @abc.abstractmethod
+    def _inverse_transform(self, z: torch.Tensor) -> torch.Tensor:
+        """T⁻¹ z on a shape-checked batch."""
+
+    @abc.abstractmethod
+    def _subsample(self, z: torch.Tensor) -> torch.Tensor:
+        """P(Λ) z on a shape-checked batch."""
+
+    @abc.abstractmethod
+    def _embed(self, y: torch.Tensor) -> torch.Tensor:
+        """P(Λ)ᵀ y on a shape-checked batch."""
+
+    def transform(self, x: torch.Tensor) -> torch.Tensor:
+        """T x: (B, *in_shape) → (B, *transform_shape)."""
+        return self._transform(self._check(x, self.in_shape, "x"))
+
+    def inverse_transform(self, z: torch.Tensor) -> torch.Tensor:
+        """T⁻¹ z: (B, *transform_shape) → (B, *in_shape); see ``exact_inverse``."""
+        return self._inverse_transform(self._check(z, self.transform_shape, "z"))
+
+    def subsample(self, z: torch.Tensor) -> torch.Tensor:
+        """P(Λ) z: (B, *transform_shape) → (B, *out_shape)."""
+        return self._subsample(self._check(z, self.transform_shape, "z"))
+
+    def embed(self, y: torch.Tensor) -> torch.Tensor:
+        """P(Λ)ᵀ y: (B, *out_shape) → (B, *transform_shape), zeros off Λ."""
+        return self._embed(self._check(y, self.out_shape, "y"))
+
+    def consistent(self, x: torch.Tensor, y: torch.Tensor, lam: torch.Tensor | float = 1.0) -> torch.Tensor:
+        """T⁻¹[λ P(Λ)ᵀ y + (1 − λ) P(Λ)ᵀ P(Λ) T x + (I − P(Λ)ᵀ P(Λ)) T x]: the measured coordinates of T x moved
+        a fraction λ ∈ [0, 1] (a float or (B,)) of the way to y, the others kept (λ = 1: replaced by y).
+
+        Computed as x + T⁻¹[λ P(Λ)ᵀ (y − P(Λ) T x)] — the same for an exact T⁻¹ — so that an approximate T⁻¹
+        (CT's filtered back-projection) only touches the correction: x is returned unchanged when A x = y."""
+        x = self._check(x, self.in_shape, "x")
+        y = self._check(y, self.out_shape, "y")
+        step = self._embed(y - self._subsample(self._transform(x)))
+        return x + self._inverse_transform(_per_sample(lam, step, "lam") * step)

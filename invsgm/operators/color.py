@@ -1,6 +1,8 @@
 """Colorization: an orthonormal colour basis of RGB and the grey-scale operator (its first coordinate)."""
 from __future__ import annotations
 
+import math
+
 import torch
 
 from .base import SVD, LinearOperator, _image_shape, _safe_reciprocal
@@ -63,3 +65,37 @@ class Grey(LinearOperator):
 
     def _to_image(self, y: torch.Tensor) -> torch.Tensor:
         return self._adjoint(y)
+
+    def describe_file(self) -> str:
+        _, h, w = self.file_shape
+        return f"a {h}x{w} (HxW) grey image (one channel, or RGB with equal channels)"
+
+    def _to_file(self, y: torch.Tensor) -> torch.Tensor:
+        """The grey image (R+G+B)/3 = y/√3."""
+        return y / math.sqrt(3.0)
+
+    def _from_file(self, image: torch.Tensor) -> torch.Tensor:
+        """y = √3 · grey."""
+        return image * math.sqrt(3.0)
+
+    def feasible_images(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Per pixel, the RGB value in [0, 1]³ nearest x (Euclidean) with the observed grey: channel sum √3·y."""
+        return project_grey(x, y * math.sqrt(3.0))
+
+
+def project_grey(x: torch.Tensor, target_sum: torch.Tensor, iterations: int = 60) -> torch.Tensor:
+    """Per pixel, the closest RGB value in [0, 1]³ to x (B, 3, H, W) whose channel sum is ``target_sum`` (B, 1, H, W),
+    clamped to [0, 3].
+
+    The Euclidean projection onto the box ∩ plane is clamp(x + λ, 0, 1) for the λ at which the sum is
+    the target (monotone in λ): found by bisection in [−max x, 1 − min x].
+    """
+    lo = -x.amax(1, keepdim=True)
+    hi = 1 - x.amin(1, keepdim=True)
+    target = target_sum.clamp(0, 3)
+    for _ in range(iterations):
+        mid = (lo + hi) / 2
+        above = (x + mid).clamp(0, 1).sum(1, keepdim=True) > target
+        hi = torch.where(above, mid, hi)
+        lo = torch.where(above, lo, mid)
+    return (x + (lo + hi) / 2).clamp(0, 1)

@@ -46,6 +46,25 @@ class Mask(LinearOperator):
     def _to_image(self, y: torch.Tensor) -> torch.Tensor:
         return self._forward(y)
 
+    def _from_file(self, image: torch.Tensor) -> torch.Tensor:
+        """y = m ⊙ image: whatever the file holds at missing pixels is not observed."""
+        return self._forward(image)
+
+    def observed_pixels(self) -> torch.Tensor | None:
+        """The mask (1, H, W) when it is the same for every channel (the file's alpha channel), else None."""
+        return self.mask if self.mask.shape[0] == 1 else None
+
+    def with_mask(self, observed: torch.Tensor) -> "Mask":
+        """A mask observing the pixels ``observed`` ((1, H, W) bool) in every channel; it replaces this one."""
+        observed = torch.as_tensor(observed)
+        if observed.dtype != torch.bool or observed.ndim != 3 or observed.shape[0] != 1 \
+                or tuple(observed.shape[1:]) != tuple(self.in_shape[1:]):
+            raise ValueError(f"Mask.with_mask: expected a bool mask of shape (1, {self.in_shape[1]}, "
+                             f"{self.in_shape[2]}), got {observed.dtype} {tuple(observed.shape)}")
+        if torch.equal(observed.cpu(), self.mask):
+            return self
+        return Mask(observed, channels=self.in_shape[0])
+
 
 def box_mask(shape: tuple[int, int, int], top: int, left: int, height: int, width: int) -> Mask:
     """Mask of images of ``shape`` (C, H, W) whose MISSING region is the box [top, top+height) × [left, left+width)."""

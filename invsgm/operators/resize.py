@@ -72,3 +72,9 @@ class AvgPool(LinearOperator):
 
     def _to_image(self, y: torch.Tensor) -> torch.Tensor:
         return self._upsample(y)
+
+    def describe_file(self) -> str:
+        _, h, w = self.file_shape
+        _, H, W = self.in_shape
+        return (f"a {h}x{w} (HxW) image (x{self.factor} super-resolution: the size times {self.factor} must be the "
+                f"model's {H}x{W})")
