@@ -6,12 +6,15 @@ unlabelled), and exposes ``num_classes`` (0 if unlabelled), ``channels`` and ``i
 """
 from __future__ import annotations
 
+import bisect
 import functools
+import hashlib
 import inspect
+import itertools
 import math
 import os
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Mapping
 
 import numpy as np
 import torch
@@ -22,8 +25,9 @@ from torch.utils.data import Dataset
 from ._checks import positive_int
 
 __all__ = [
-    "IMAGE_EXTENSIONS", "TRAIN_PHOTOS", "TEST_PHOTOS", "TensorImages", "PhotoPatches", "ImageFolder",
-    "digits", "photos", "photos_test_images", "torchvision_dataset", "load_dataset", "load_image", "image_grid",
+    "IMAGE_EXTENSIONS", "TRAIN_PHOTOS", "TEST_PHOTOS", "CROP_PHOTOS", "TensorImages", "PhotoPatches", "PhotoCrops",
+    "ImageFolder", "digits", "photos", "photos_test_images", "torchvision_dataset", "load_dataset", "load_image",
+    "image_grid",
 ]
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".jpe", ".jfif", ".bmp", ".dib", ".tif", ".tiff", ".webp", ".gif",
@@ -34,6 +38,10 @@ IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".jpe", ".jfif", ".bmp", ".dib", ".
 TRAIN_PHOTOS = ("astronaut", "rocket", "stereo_motorcycle", "immunohistochemistry", "hubble_deep_field",
                 "retina", "colorwheel")
 TEST_PHOTOS = ("chelsea", "coffee")
+# Default weights of ``PhotoCrops`` (the 'photo_crops' training source): the natural colour photographs of
+# TRAIN_PHOTOS, one weight each. Left out (weight 0; give them a small weight to add them): the synthetic
+# colour wheel 'colorwheel' and the mostly black 'hubble_deep_field' and 'retina'.
+CROP_PHOTOS = {"astronaut": 1.0, "rocket": 1.0, "stereo_motorcycle": 1.0, "immunohistochemistry": 1.0}
 
 _EXIF_FORMATS = {"JPEG", "MPO", "WEBP", "TIFF"}  # formats whose EXIF orientation is read without decoding
 _EXIF_ORIENTATION = 0x0112
@@ -180,6 +188,87 @@ def photos_test_images(n: int, patch_size: int = 32, max_side: int | None = 256)
         raise ValueError(f"n={n} exceeds the {len(test)} test patches of size {patch_size} (max_side={max_side})")
     order = np.random.RandomState(0).permutation(len(test))[:n]
     return test.images[torch.from_numpy(order)].clone()
+
+
+class PhotoCrops(Dataset):
+    """Random multi-scale crops of scikit-image's training photographs, a fresh draw for every index.
+
+    Item ``i`` is a fixed function of ``(seed, i)``: a photograph drawn with probability proportional to
+    its weight in ``photos`` (a mapping name → weight ≥ 0 over ``TRAIN_PHOTOS``; default ``CROP_PHOTOS``),
+    downscaled as in ``photos`` (longer side ``max_side``); a square of side s, log-uniform in
+    [``min_crop``, ``max_crop``] (rounded, at most the photograph's shorter side), at a uniform position;
+    resized (bicubic, antialiased, clamped to [0, 1]) to ``image_size`` × ``image_size``; flipped left–right
+    with probability 1/2 when ``flip``. Items are (float32 (3, S, S) in [0, 1], −1).
+
+    ``length`` is the number of distinct crops (a virtual epoch): the training loop shuffles the indices
+    per epoch (``DistributedSampler``), so every step sees new crops until an epoch ends (2**20 crops =
+    16384 steps of batch 64), and a resumed run draws exactly the crops of an uninterrupted one. The test
+    photographs (``TEST_PHOTOS``, and 'cat', the same picture as 'chelsea') cannot be named.
+    """
+
+    def __init__(self, image_size: int = 32, photos: Mapping[str, float] | None = None, min_crop: int = 32,
+                 max_crop: int = 128, flip: bool = True, max_side: int | None = 256, length: int = 2**20,
+                 seed: int = 0):
+        self.image_size = positive_int("image_size", image_size)
+        self.min_crop = positive_int("min_crop", min_crop)
+        self.max_crop = positive_int("max_crop", max_crop)
+        if self.max_crop < self.min_crop:
+            raise ValueError(f"max_crop ({max_crop}) must be >= min_crop ({min_crop})")
+        self.max_side = positive_int("max_side", max_side) if max_side is not None else None
+        self.length = positive_int("length", length)
+        if isinstance(seed, bool) or int(seed) != seed or int(seed) < 0:
+            raise ValueError(f"seed must be an integer >= 0, got {seed!r}")
+        self.seed = int(seed)
+        if not isinstance(flip, bool):
+            raise ValueError(f"flip must be true or false, got {flip!r}")
+        self.flip = flip
+        if photos is not None and not isinstance(photos, Mapping):
+            raise ValueError(f"photos must be a mapping of photograph names to weights, got {photos!r}")
+        weights = dict(CROP_PHOTOS if photos is None else photos)
+        for name, w in weights.items():
+            if name in TEST_PHOTOS or name == "cat":
+                raise ValueError(f"photos: {name!r} is a held-out test photograph ({', '.join(TEST_PHOTOS)})")
+            if name not in TRAIN_PHOTOS:
+                raise ValueError(f"photos: unknown photograph {name!r}; expected names from {', '.join(TRAIN_PHOTOS)}")
+            if isinstance(w, bool) or not isinstance(w, (int, float)) or not math.isfinite(w) or w < 0:
+                raise ValueError(f"photos: the weight of {name!r} must be a finite number >= 0, got {w!r}")
+        self.photo_names = tuple(n for n in TRAIN_PHOTOS if weights.get(n, 0) > 0)  # a fixed order
+        if not self.photo_names:
+            raise ValueError(f"photos: at least one photograph needs a weight > 0, got {weights!r}")
+        total = sum(weights[n] for n in self.photo_names)
+        self.weights = {n: weights[n] / total for n in self.photo_names}
+        self._cumulative = list(itertools.accumulate(self.weights[n] for n in self.photo_names))
+        self._images = [_photo(n, self.max_side) for n in self.photo_names]
+        small = min(min(x.shape[1:]) for x in self._images)
+        if self.min_crop > small:
+            raise ValueError(f"min_crop {min_crop} is larger than the smallest photograph ({small} px after "
+                             f"downscaling to max_side={max_side})")
+        self.channels = 3
+        self.num_classes = 0
+
+    def __len__(self) -> int:
+        return self.length
+
+    def crop(self, i: int) -> tuple[str, int, int, int, bool]:
+        """Where item ``i`` comes from: (photograph, top, left, side, flipped)."""
+        if not 0 <= i < self.length:
+            raise IndexError(f"index {i} out of range for {self.length} crops")
+        digest = hashlib.blake2b(repr(("photo_crops", self.seed, int(i))).encode(), digest_size=8).digest()
+        g = torch.Generator().manual_seed(int.from_bytes(digest, "little") & (2**63 - 1))
+        u = torch.rand(5, generator=g, dtype=torch.float64).tolist()
+        k = min(bisect.bisect_right(self._cumulative, u[4]), len(self.photo_names) - 1)
+        x = self._images[k]
+        h, w = x.shape[1:]
+        lo, hi = math.log(self.min_crop), math.log(self.max_crop)
+        side = min(round(math.exp(lo + (hi - lo) * u[0])), h, w)
+        top, left = int(u[1] * (h - side + 1)), int(u[2] * (w - side + 1))
+        return self.photo_names[k], top, left, side, self.flip and u[3] < 0.5
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        name, top, left, side, flipped = self.crop(i)
+        x = self._images[self.photo_names.index(name)][:, top:top + side, left:left + side]
+        x = _resize(x, (self.image_size, self.image_size))
+        return (x.flip(-1) if flipped else x.clone()), -1  # never a view of the cached photograph
 
 
 # --------------------------------------------------------------------------- image files
@@ -359,11 +448,13 @@ _DATASETS: dict[str, Callable[..., Dataset]] = {
     "folder": ImageFolder,
     "cifar10": functools.partial(torchvision_dataset, "cifar10"),
     "mnist": functools.partial(torchvision_dataset, "mnist"),
+    "photo_crops": PhotoCrops,
 }
 
 
 def load_dataset(name: str, **kwargs) -> Dataset:
-    """The data set called ``name`` ('digits', 'photos', 'folder', 'cifar10', 'mnist') built from ``kwargs``."""
+    """The data set called ``name`` ('digits', 'photos', 'folder', 'cifar10', 'mnist', 'photo_crops') built
+    from ``kwargs``."""
     if name not in _DATASETS:
         raise ValueError(f"unknown dataset {name!r}; choices: {', '.join(_DATASETS)}")
     params = inspect.signature(_DATASETS[name]).parameters

@@ -9,7 +9,9 @@
    of a full-covariance Gaussian fitted to the train patches, evaluated with the same dequantisation.
 
 ``python -m invsgm.evaluate_pretrained --grid out/digits_samples.png`` prints every figure (256 samples,
-500 PC steps, all 80 test patches) and writes the digit samples as a PNG grid.
+500 PC steps, all 80 test patches) and writes the digit samples as a PNG grid;
+``python -m invsgm.evaluate_pretrained --only-photos --photos photos_score runs/photos_score_v2/pretrained``
+prints figure 3 for several photo models side by side (same patches, dequantisation noise and probes).
 """
 from __future__ import annotations
 
@@ -285,9 +287,22 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rtol", type=float, default=1e-5, help="rtol = atol of the likelihood ODE")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--photos", nargs="+", default=["photos_score"], metavar="NAME_OR_FOLDER",
+                        help="photo score models whose bits/dim to report side by side (shipped names or folders, "
+                             "e.g. runs/photos_score_v2/pretrained); default photos_score")
+    parser.add_argument("--only-photos", action="store_true", help="skip the digit figures (1 and 2)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
 
+    start = time.perf_counter()
+    if not args.only_photos:
+        _digit_figures(args)
+    _photo_figures(args)
+    print(f"total {time.perf_counter() - start:.0f} s")
+
+
+def _digit_figures(args: argparse.Namespace) -> None:
+    """Figures 1 and 2: digit samples judged by the clean CNN and the shipped classifier; its accuracy over t."""
     start = time.perf_counter()
     score, classifier = load_pretrained("digits_score"), load_pretrained("digits_classifier")
     size = score.card["data"]["image_size"]
@@ -311,17 +326,27 @@ def main(argv: list[str] | None = None) -> None:
           + ("PASS" if accs[0] >= MIN_ACCURACY_T0 and is_monotone(accs) else "FAIL")
           + f" [{time.perf_counter() - t0:.0f} s]")
 
-    t0 = time.perf_counter()
-    photo = load_pretrained("photos_score")
-    levels = held_out_patches(args.patches, photo.card["data"]["image_size"])
-    gaussian = gaussian_baseline_bpd(levels, photo.card["data"]["image_size"], seed=args.seed)
-    ridge = best_ridge(gaussian)
-    ours = model_bpd(photo, levels, seed=args.seed, rtol=args.rtol)
-    print(f"photos_score bits/dim on {args.patches} test patches: model {_mean_se(ours)} (ODE, rtol {args.rtol:g}), "
-          f"Gaussian {_mean_se(gaussian[ridge])} (ridge {ridge:g}) → "
-          f"{'PASS' if ours.mean() < gaussian[ridge].mean() else 'FAIL'} [{time.perf_counter() - t0:.0f} s]")
-    print("  Gaussian mean bpd by ridge: " + ", ".join(f"{r:g}: {b.mean().item():.3f}" for r, b in gaussian.items()))
-    print(f"total {time.perf_counter() - start:.0f} s")
+
+def _photo_figures(args: argparse.Namespace) -> None:
+    """Figure 3 for each model of ``args.photos``: bits/dim on the same held-out patches (same u and probes)."""
+    gaussians: dict[int, tuple[dict[float, torch.Tensor], float]] = {}  # by image size
+    for name in args.photos:
+        t0 = time.perf_counter()
+        photo = load_pretrained(name)
+        size = photo.card["data"]["image_size"]
+        levels = held_out_patches(args.patches, size)
+        if size not in gaussians:
+            gaussian = gaussian_baseline_bpd(levels, size, seed=args.seed)
+            gaussians[size] = gaussian, best_ridge(gaussian)
+            print(f"Gaussian mean bpd by ridge ({size}×{size}): "
+                  + ", ".join(f"{r:g}: {b.mean().item():.3f}" for r, b in gaussian.items()))
+        gaussian, ridge = gaussians[size]
+        ours = model_bpd(photo, levels, seed=args.seed, rtol=args.rtol)
+        steps = photo.card.get("training", {}).get("steps")
+        print(f"{name} ({photo.card['data']['name']}, {steps} steps) bits/dim on {args.patches} test patches: "
+              f"model {_mean_se(ours)} (ODE, rtol {args.rtol:g}), Gaussian {_mean_se(gaussian[ridge])} "
+              f"(ridge {ridge:g}) → {'PASS' if ours.mean() < gaussian[ridge].mean() else 'FAIL'} "
+              f"[{time.perf_counter() - t0:.0f} s]", flush=True)
 
 
 if __name__ == "__main__":

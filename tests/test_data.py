@@ -14,7 +14,8 @@ import torch
 from PIL import Image
 
 from invsgm import data
-from invsgm.data import ImageFolder, digits, image_grid, load_dataset, load_image, photos, photos_test_images
+from invsgm.data import (ImageFolder, PhotoCrops, digits, image_grid, load_dataset, load_image, photos,
+                         photos_test_images)
 
 
 def _save(path, array: np.ndarray, **kwargs) -> None:
@@ -96,6 +97,71 @@ def test_photos_options_and_held_out_images():
     assert not any((train.images == h).flatten(1).all(1).any() for h in held)
     with pytest.raises(ValueError, match="80 test patches"):
         photos_test_images(81)
+
+
+def test_photo_crops_shapes_ranges_and_determinism():
+    """Items are (3, 32, 32) float32 in [0, 1] with label −1, a fixed function of (seed, index): each is the
+    stated crop of a downscaled training photograph, resized; crop sides are log-uniform in [32, 128]."""
+    ds = load_dataset("photo_crops")
+    assert (len(ds), ds.channels, ds.image_size, ds.num_classes) == (2**20, 3, 32, 0)
+    assert ds.photo_names == tuple(data.CROP_PHOTOS) and ds.weights == {n: 0.25 for n in data.CROP_PHOTOS}
+    _check_items(ds, 3, 32)
+    idx = list(range(0, 2**20, 2**20 // 400))[:400]
+    batch = torch.stack([ds[i][0] for i in idx])
+    assert batch.dtype == torch.float32 and batch.shape == (400, 3, 32, 32)
+    assert batch.min() >= 0 and batch.max() <= 1 and batch.std() > 0.1
+    again = PhotoCrops()  # a new instance, same seed: the same crops
+    assert torch.equal(torch.stack([again[i][0] for i in idx]), batch)
+    other = PhotoCrops(seed=1)
+    assert not torch.equal(torch.stack([other[i][0] for i in idx[:20]]), batch[:20])
+    crops = [ds.crop(i) for i in range(4000)]
+    names, sides = Counter(c[0] for c in crops), np.array([c[3] for c in crops])
+    flips = np.mean([c[4] for c in crops])
+    print(f"\nphoto_crops: photographs {dict(names)}, sides {sides.min()}..{sides.max()} "
+          f"(median {np.median(sides):.0f}), flipped {flips:.1%}")
+    assert set(names) == set(data.CROP_PHOTOS) and min(names.values()) > 850  # 1000 expected each
+    assert sides.min() == 32 and sides.max() == 128 and 0.45 < flips < 0.55
+    assert abs(np.median(sides) - 64) <= 3  # log-uniform on [32, 128]: median √(32·128) = 64
+    assert abs(np.mean(np.log(sides) < np.log(45.25)) - 0.25) < 0.03  # a quarter below 32·√2
+    for i, (name, top, left, side, flipped) in enumerate(crops[:50]):
+        photo = data._photo(name, 256)
+        assert 0 <= top <= photo.shape[1] - side and 0 <= left <= photo.shape[2] - side
+        expected = data._resize(photo[:, top:top + side, left:left + side], (32, 32))
+        assert torch.equal(ds[i][0], expected.flip(-1) if flipped else expected)
+    small = PhotoCrops(image_size=8, min_crop=8, max_crop=8, flip=False, length=5)
+    name, top, left, side, flipped = small.crop(3)
+    assert side == 8 and not flipped and torch.equal(small[3][0], data._photo(name, 256)[:, top:top + 8, left:left + 8])
+    with pytest.raises(IndexError):
+        small[5]
+
+
+def test_photo_crops_hold_out_test_photographs_and_check_weights():
+    ds = PhotoCrops()
+    assert not set(ds.photo_names) & {*data.TEST_PHOTOS, "cat"}
+    assert not {"colorwheel", "hubble_deep_field", "retina"} & set(ds.photo_names)  # left out by default
+    for name in ("chelsea", "coffee", "cat"):
+        with pytest.raises(ValueError, match="held-out test photograph"):
+            PhotoCrops(photos={"astronaut": 1, name: 1})
+    with pytest.raises(ValueError, match="unknown photograph 'camera'"):
+        PhotoCrops(photos={"camera": 1})
+    with pytest.raises(ValueError, match="weight of 'rocket'"):
+        PhotoCrops(photos={"rocket": -1})
+    with pytest.raises(ValueError, match="at least one"):
+        PhotoCrops(photos={"rocket": 0})
+    with pytest.raises(ValueError, match="max_crop"):
+        PhotoCrops(min_crop=64, max_crop=32)
+    with pytest.raises(ValueError, match="mapping"):
+        PhotoCrops(photos=["rocket"])
+    weighted = PhotoCrops(photos={"rocket": 3, "retina": 1, "astronaut": 0})
+    assert weighted.photo_names == ("rocket", "retina") and weighted.weights == {"rocket": 0.75, "retina": 0.25}
+    share = np.mean([weighted.crop(i)[0] == "retina" for i in range(2000)])
+    assert 0.2 < share < 0.3
+    big = PhotoCrops(min_crop=100, max_crop=1000)  # sides are capped by the smallest side of each photograph
+    assert all(100 <= big.crop(i)[3] <= 256 for i in range(200))
+    from invsgm.train import load_config
+    from pathlib import Path
+    cfg = load_config(Path(__file__).resolve().parents[1] / "configs" / "photos_score.yaml")
+    assert cfg.data["name"] == "photo_crops" and not set(cfg.data["photos"]) & {*data.TEST_PHOTOS, "cat"}
 
 
 # --------------------------------------------------------------------------- image folders
@@ -302,7 +368,9 @@ def test_load_dataset_table(tmp_path):
     assert len(load_dataset("photos", split="test")) == 80
     _save(tmp_path / "a.png", _noise(8, 8))
     assert load_dataset("folder", root=tmp_path, channels=1).channels == 1
-    with pytest.raises(ValueError, match="unknown dataset 'imagenet'.*digits, photos, folder, cifar10, mnist"):
+    assert len(load_dataset("photo_crops", length=10)) == 10
+    with pytest.raises(ValueError, match="unknown dataset 'imagenet'.*digits, photos, folder, cifar10, mnist, "
+                                         "photo_crops"):
         load_dataset("imagenet")
     with pytest.raises(ValueError, match="'size'"):
         load_dataset("digits", size=16)

@@ -97,6 +97,33 @@ def test_resume_after_kill_is_exact(tmp_path, task):
           f"{count} tensors identical (model, EMA, Adam)")
 
 
+def test_resume_photo_crops_is_exact(tmp_path):
+    """The 'photo_crops' source (read through a DataLoader): a kill after step 3 and a resume draw the crops of
+    the uninterrupted run (40 crops, batch 8: 5 steps per epoch, so the resume skips consumed batches and
+    crosses into the next epoch)."""
+    cfg = config(tmp_path / "straight", steps=8, checkpoint_every=3)
+    cfg["data"] = {"name": "photo_crops", "image_size": 8, "min_crop": 8, "max_crop": 32, "length": 40, "seed": 3}
+    train_score(cfg)
+    resumed = dict(cfg, output=str(tmp_path / "resumed"))
+
+    def kill(step, state):
+        if step == 3:
+            raise Kill
+
+    with pytest.raises(Kill):
+        train_score(resumed, callback=kill)
+    result = train_score(resumed)
+    assert result.start_step == 3 and result.steps == 8
+    count = assert_identical(tmp_path / "straight" / "checkpoint.pt", tmp_path / "resumed" / "checkpoint.pt")
+    rows_a = list(csv.reader(open(tmp_path / "straight" / "log.csv")))
+    rows_b = list(csv.reader(open(tmp_path / "resumed" / "log.csv")))
+    assert [r[:2] for r in rows_a] == [r[:2] for r in rows_b]
+    card = yaml.safe_load(open(tmp_path / "resumed" / "pretrained" / "card.yaml"))
+    assert card["data"]["name"] == "photo_crops" and card["data"]["kwargs"]["seed"] == 3
+    assert card["data"]["channels"] == 3 and card["data"]["image_size"] == 8
+    print(f"\n[resume photo_crops] 8 steps vs kill at 3 + resume: {count} tensors identical")
+
+
 def test_resume_with_more_steps_via_cli(tmp_path):
     """`invsgm train` with steps=N/2, then the same command with steps=N = N straight (digits 8×8)."""
     path = tmp_path / "cfg.yaml"
@@ -388,3 +415,27 @@ def test_image_folder_through_cli(tmp_path, capsys):
     assert main(["train", "classifier", str(path), *common, "--out", str(tmp_path / "clf")]) == 0
     card = yaml.safe_load((tmp_path / "clf" / "pretrained" / "card.yaml").read_text())
     assert card["data"]["num_classes"] == 2 and card["model"]["num_classes"] == 2
+
+
+def test_gpu_training_script_tiny(tmp_path):
+    """benchmarks/train_photos_gpu.py --tiny on the CPU: the probe (4 steps) and its resume (to 8 steps) give the
+    weights of the single command the card records, run straight."""
+    import importlib
+    import shlex
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    try:
+        script = importlib.import_module("train_photos_gpu")
+    finally:
+        sys.path.pop(0)
+    summary = script.main(["--tiny", "--device", "cpu", "--out", str(tmp_path / "two_phases")])
+    assert summary["steps"] == 8 and summary["seconds_per_step"] > 0
+    card = yaml.safe_load(open(tmp_path / "two_phases" / "pretrained" / "card.yaml"))
+    assert card["data"]["name"] == "photo_crops" and card["training"]["steps"] == 8
+    argv = shlex.split(card["command"])
+    assert argv[:4] == ["invsgm", "train", "score", "configs/photos_score.yaml"] and "training.steps=8" in argv
+    argv[3] = str(CONFIGS / "photos_score.yaml")
+    argv[argv.index("--out") + 1] = str(tmp_path / "straight")
+    assert main(argv[1:]) == 0
+    count = assert_identical(tmp_path / "two_phases" / "checkpoint.pt", tmp_path / "straight" / "checkpoint.pt")
+    print(f"\n[train_photos_gpu --tiny] probe 4 + resume to 8 steps = the card's command straight: {count} tensors")
