@@ -442,6 +442,13 @@ def torchvision_dataset(name: str, root: str | os.PathLike, split: str = "train"
 
 # --------------------------------------------------------------------------- the name table
 
+def _phantoms(n: int = 10000, image_size: int = 64, seed: int = 0, split: str = "train") -> TensorImages:
+    """Random ellipse phantoms (``invsgm.phantoms``): grey, image_size², n of them (test: the fixed 100)."""
+    from .phantoms import phantoms
+
+    return phantoms(n if split == "train" else None, size=image_size, seed=seed, split=split)
+
+
 _DATASETS: dict[str, Callable[..., Dataset]] = {
     "digits": digits,
     "photos": photos,
@@ -449,11 +456,12 @@ _DATASETS: dict[str, Callable[..., Dataset]] = {
     "cifar10": functools.partial(torchvision_dataset, "cifar10"),
     "mnist": functools.partial(torchvision_dataset, "mnist"),
     "photo_crops": PhotoCrops,
+    "phantoms": _phantoms,
 }
 
 
 def load_dataset(name: str, **kwargs) -> Dataset:
-    """The data set called ``name`` ('digits', 'photos', 'folder', 'cifar10', 'mnist', 'photo_crops') built
+    """The data set called ``name`` ('digits', 'photos', 'folder', 'cifar10', 'mnist', 'photo_crops', 'phantoms') built
     from ``kwargs``."""
     if name not in _DATASETS:
         raise ValueError(f"unknown dataset {name!r}; choices: {', '.join(_DATASETS)}")
