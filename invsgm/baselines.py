@@ -213,15 +213,16 @@ def _denoise(op, y: torch.Tensor, sigma: float) -> torch.Tensor | None:
 
 
 def _table() -> dict[type, Baseline]:
-    from .operators import AvgPool, GaussianBlur, Grey, Identity, Mask
+    from .operators import MRI, AvgPool, GaussianBlur, Grey, Identity, Mask, Radon
 
-    return {Mask: _inpaint, Grey: _colorize, AvgPool: _upsample, GaussianBlur: _deconvolve, Identity: _denoise}
+    return {Mask: _inpaint, Grey: _colorize, AvgPool: _upsample, GaussianBlur: _deconvolve, Identity: _denoise,
+            MRI: lambda op, y, s: mri_tv(op, y), Radon: lambda op, y, s: ct_tv(op, y)}
 
 
 BASELINES: dict[type, Baseline] = _table()
 """Operator class → its classical method ``fn(operator, y_img, sigma_img)`` on the image-space observation:
 mask → biharmonic inpainting, grey → the grey image, average pooling → bicubic, blur → Wiener, identity → TV
-(weight σ_y). Subclasses inherit their base class's entry; ``register_baseline`` adds one."""
+(weight σ_y), MRI and Radon → TV reconstruction with data consistency (``mri_tv``, ``ct_tv``). Subclasses inherit their base class's entry; ``register_baseline`` adds one."""
 
 
 def register_baseline(operator_class: type, fn: Baseline) -> None:

@@ -125,9 +125,10 @@ def test_svd_raises_naming_the_operator():
         _small().svd()
 
 
-@pytest.mark.parametrize("angles, match", [([], "empty"), ([0.0, 10.0, 10.0], "10.0"), ([0.0, 180.0], "180.0"),
-                                           ([-1.0, 5.0], "-1.0"), ([float("nan")], "nan"), (0, "number of views"),
-                                           (181, "number of views"), ([[0.0, 10.0], [10.0, 20.0]], "10.0")])
+@pytest.mark.parametrize("angles, match", [([], "empty"), ([0.0, 10.0, 10.0], "angle 10° appears"),
+                                           ([0.0, 180.0], "angle 180° is outside"), ([-1.0, 5.0], "angle -1° is"),
+                                           ([float("nan")], "angle nan°"), (0, "number of views"),
+                                           (181, "number of views"), ([[0.0, 10.0], [10.0, 20.0]], "angle 10°")])
 def test_bad_angle_lists(angles, match):
     with pytest.raises(ValueError, match=match):
         ops.Radon((1, 12, 12), angles)

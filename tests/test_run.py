@@ -146,18 +146,18 @@ def _inpaint(tmp_path, *sets, out="out", extra=()):
 @pytest.mark.parametrize("sets, expected", [
     (["sampler.stpes=3"], "sampler.stpes = 3: unknown parameter of solver 'pc'; expected one of ['guidance', "),
     (["sampler.steps=abc"], "sampler.steps = 'abc': expected an integer >= 1"),
-    (["sampler.name=ode"], "sampler.name = 'ode': unknown solver; available: ['daps', 'ddim', 'ddpm', 'ddrm', "
-                           "'diffpir', 'pc', 'repaint', 'smc'] (plugins register more under the entry-point group 'invsgm.solvers')"),
-    (["sampler.name=3"], "sampler.name = 3: expected a string, one of ['daps', 'ddim', 'ddpm', 'ddrm', "),
-    (["sampler=3"], "sampler = 3: expected a mapping {name: one of ['daps', 'ddim', 'ddpm', 'ddrm', "),
+    (["sampler.name=ode"], "sampler.name = 'ode': unknown solver; available: ['consistency', 'daps', 'ddim', 'ddpm', "
+                           "'ddrm', 'diffpir', 'pc', 'repaint', 'smc'] (plugins register more under the entry-point group 'invsgm.solvers')"),
+    (["sampler.name=3"], "sampler.name = 3: expected a string, one of ['consistency', 'daps', 'ddim', 'ddpm', "),
+    (["sampler=3"], "sampler = 3: expected a mapping {name: one of ['consistency', 'daps', 'ddim', 'ddpm', "),
     (["sampler.snr=fast"], "sampler.snr = 'fast': expected a number (solver 'pc')"),
     (["sampler.snr=-1"], "sampler (pc): snr must be a finite number > 0, got -1"),
     (["sampler.predictor=euler"], "sampler.predictor = 'euler': expected one of ['ancestral_sampling', "),
     (["sampler.corrector=foo"], "sampler.corrector = 'foo': expected one of ['annealed_langevin', 'langevin', "),
     (["sampler.name=ddrm"], "unknown parameter of solver 'ddrm'; expected one of ['eta', 'eta_b']"),  # PC's keys
     (["sampler={name: ddrm, eta: 2}"], "sampler (ddrm): eta must be a number in [0, 1], got 2"),
-    (["sampler.guidance.name=magic"], "sampler.guidance.name = 'magic': expected one of ['classifier', 'dps', "
-                                      "'pigdm', 'replacement']"),
+    (["sampler.guidance.name=magic"], "sampler.guidance.name = 'magic': expected one of ['classifier', 'consistency', "
+                                      "'dps', 'pigdm', 'replacement']"),
     (["sampler.guidance.powr=2"], "sampler.guidance.powr = 2: unknown parameter of guidance 'pigdm'; expected one "
                                   "of ['scale', 'power', 'data_variance', 'jacobian']"),
     (["sampler.guidance.scale=big"], "sampler.guidance.scale = 'big': expected a number (guidance 'pigdm')"),
@@ -365,6 +365,9 @@ BUILTIN_SOLVERS = {
     "repaint": ("inpaint", "{name: repaint, jump_length: 1, resample: 2}"),
     "ddim": ("inpaint", "{name: ddim, eta: 0.5, clip: 1.0}"),
     "ddpm": ("super_resolution", "{name: ddpm, guidance: {name: pigdm, scale: 2.0, power: 2.0}}"),
+    "consistency": ("inpaint", "{name: consistency, lam: 1.0}", ["model={pretrained: digits_score}",
+                                                                 "task={name: mri, acceleration: 4}",
+                                                                 "inputs={dataset: digits_test}"]),
 }
 
 
@@ -374,10 +377,11 @@ def test_every_builtin_solver_has_a_yaml_run():
 
 @pytest.mark.parametrize("name", sorted(BUILTIN_SOLVERS))
 def test_builtin_solver_runs_from_a_yaml(tmp_path, name):
-    stem, sampler = BUILTIN_SOLVERS[name]
+    stem, sampler, *extra = BUILTIN_SOLVERS[name]
     out = tmp_path / "out"
     args = [str(REPO / "tasks" / f"{stem}.yaml"), "--out", str(out), "--set", f"sampler={sampler}"]
-    for s in (f"sampler.name={name}", "sampler.steps=2", "sampler.n_samples=1", "inputs.count=1"):
+    for s in (*(extra[0] if extra else ()), f"sampler.name={name}", "sampler.steps=2", "sampler.n_samples=1",
+              "inputs.count=1"):
         args += ["--set", s]
     assert main(["run", *args]) == 0
     assert (out / "000" / "mean.png").is_file() and (out / "000" / "samples" / "000.png").is_file()

@@ -26,19 +26,20 @@ from typing import Any, Mapping
 
 import torch
 
-from ..guidance import DPS, Classifier, Composite, Guidance, PiGDM, Replacement
+from ..guidance import DPS, Classifier, Composite, Consistency, Guidance, PiGDM, Replacement
 from ..sampling import CORRECTORS, PREDICTORS
 from ..sampling.timesteps import default_timesteps, noise_level_timesteps, respaced_timesteps
 from ..sde import SDE
-from ..solvers import DAPS, DDIM, DDPM, DDRM, PC, SMC, DiffPIR, RePaint, Solver
+from ..solvers import DAPS, ConsistencyPC, DDIM, DDPM, DDRM, PC, SMC, DiffPIR, RePaint, Solver
 from .checks import bad, choice, integer, mapping, number
 from .plugins import available, check_arguments, lookup
 
 ENTRY_POINT_GROUP = "invsgm.solvers"
 SOLVERS: dict[str, type[Solver]] = {"pc": PC, "smc": SMC, "ddrm": DDRM, "diffpir": DiffPIR, "daps": DAPS,
-                                    "repaint": RePaint, "ddim": DDIM, "ddpm": DDPM}
+                                    "repaint": RePaint, "ddim": DDIM, "ddpm": DDPM,
+                                    "consistency": ConsistencyPC}
 GUIDANCE: dict[str, type[Guidance]] = {"pigdm": PiGDM, "dps": DPS, "classifier": Classifier,
-                                       "replacement": Replacement}
+                                       "replacement": Replacement, "consistency": Consistency}
 RUN_KEYS = {"steps": 1, "n_samples": 1, "batch_size": 1}  # solve()'s keys, with their lowest value
 GRID_KEYS = ("sigma_max", "sigma_min", "rho", "respacing")
 

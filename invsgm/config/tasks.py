@@ -21,6 +21,10 @@ doubled for models of centred data ([−1, 1]):
 ``super_resolution``   ``factor`` (2), ``sigma_y`` (0): ``factor``×``factor`` average pooling
 ``deblur``             ``sigma`` (1.0 px), ``kernel_size`` (5), ``sigma_y`` (0): circular Gaussian blur
 ``denoise``            ``sigma_y`` (0.1)
+``mri``                ``acceleration`` (4), ``center_fraction`` (0.08), ``pattern`` (random | equispaced),
+                       ``seed`` (0), ``sigma_y`` (0): k-space lines of the orthonormal 2-D FFT (grey models)
+``ct``                 ``views`` (23, or a list of angles in degrees in [0, 180)), ``sigma_y`` (0): the
+                       parallel-beam Radon transform (grey square models)
 =====================  ==============================================================================
 
 A list of task specs is their ``Joint`` (e.g. class labels and inpainting). Other packages add tasks
@@ -41,7 +45,7 @@ import torch
 
 from ..imageio import mask_from_file
 from ..measurement import ClassLabel, Joint, LinearMeasurement, Measurement
-from ..operators import AvgPool, GaussianBlur, Grey, Identity, LinearOperator, Mask, box_mask, random_mask
+from ..operators import MRI, AvgPool, GaussianBlur, Grey, Identity, LinearOperator, Mask, Radon, box_mask, random_mask
 from ..sde import SDE
 from .checks import bad, integer, is_int, is_real, number
 from .plugins import available, check_arguments, lookup
@@ -124,6 +128,24 @@ def random_inpaint(ctx: TaskContext, missing: float = 0.7, seed: int = 0, sigma_
     return _linear(ctx, build_mask({"random": missing, "seed": seed}, ctx.shape), sigma_y)
 
 
+def mri(ctx: TaskContext, acceleration: float = 4.0, center_fraction: float = 0.08, pattern: str = "random",
+        seed: int = 0, sigma_y: float = 0.0) -> Measurement:
+    """Single-coil Cartesian MRI: the orthonormal 2-D FFT on k-space lines kept at ``acceleration`` (×4, ×8) with
+    a fully sampled centre band (``operators.MRI``); grey models only."""
+    operator = MRI(ctx.shape, number("acceleration", acceleration), number("center_fraction", center_fraction),
+                   pattern, integer("seed", seed))
+    return _linear(ctx, operator, sigma_y)
+
+
+def ct(ctx: TaskContext, views: int | list | None = None, sigma_y: float = 0.0) -> Measurement:
+    """Parallel-beam CT: the Radon transform at ``views`` (default 23) equally spaced angles of [0°, 180°) (an
+    integer) or at the listed angles in degrees (``operators.Radon``); grey square models only."""
+    views = 23 if views is None else views
+    if not (is_int(views) or (isinstance(views, list) and all(is_real(a) for a in views))):
+        raise bad("views", views, "an integer (equally spaced views) or a list of angles in degrees")
+    return _linear(ctx, Radon(ctx.shape, views), sigma_y)
+
+
 def colorize(ctx: TaskContext) -> Measurement:
     """The grey axis (R+G+B)/√3 of RGB images, observed exactly."""
     if ctx.shape[0] != 3:
@@ -186,6 +208,8 @@ BUILTINS: dict[str, Factory] = {
     "super_resolution": super_resolution,
     "deblur": deblur,
     "denoise": denoise,
+    "mri": mri,
+    "ct": ct,
 }
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 from ..measurement import ClassLabel, Joint, LinearMeasurement, Measurement
 from .base import Composite, Guidance, Guided, GuidedScore, guided_evaluation
 from .classifier import Classifier
+from .consistency import Consistency
 from .linear import DPS, JACOBIANS, PiGDM, Replacement
 
 
@@ -19,5 +20,5 @@ def default_guidance(measurement: Measurement) -> Guidance:
     return PiGDM()
 
 
-__all__ = ["Classifier", "Composite", "DPS", "Guidance", "Guided", "GuidedScore", "JACOBIANS", "PiGDM",
+__all__ = ["Classifier", "Composite", "Consistency", "DPS", "Guidance", "Guided", "GuidedScore", "JACOBIANS", "PiGDM",
            "Replacement", "default_guidance", "guided_evaluation"]

@@ -47,11 +47,11 @@ def _check_angles(angles: Sequence[float] | np.ndarray | torch.Tensor) -> np.nda
         raise ValueError("Radon: the list of angles is empty; give at least one angle in [0°, 180°)")
     for v in a:
         if not math.isfinite(v) or not 0.0 <= v < 180.0:
-            raise ValueError(f"Radon: angle {v!r}° is outside [0°, 180°)")
+            raise ValueError(f"Radon: angle {float(v):g}° is outside [0°, 180°)")
     order = np.sort(a)
     same = np.flatnonzero(np.diff(order) <= 1e-9)
     if same.size:
-        raise ValueError(f"Radon: angle {order[same[0]]!r}° appears more than once; angles must be distinct")
+        raise ValueError(f"Radon: angle {float(order[same[0]]):g}° appears more than once; angles must be distinct")
     return a
 
 

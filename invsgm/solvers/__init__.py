@@ -1,5 +1,6 @@
 """Posterior solvers, one file each, one signature (``base.Solver``), one result type (``SolverResult``)."""
 from .base import Callback, Solver, SolverResult
+from .consistency import ConsistencyPC
 from .daps import DAPS
 from .ddim import DDIM
 from .ddpm import DDPM
@@ -9,4 +10,4 @@ from .pc import PC
 from .repaint import RePaint
 from .smc import SMC
 
-__all__ = ["Callback", "DAPS", "DDIM", "DDPM", "DDRM", "DiffPIR", "PC", "RePaint", "SMC", "Solver", "SolverResult"]
+__all__ = ["Callback", "ConsistencyPC", "DAPS", "DDIM", "DDPM", "DDRM", "DiffPIR", "PC", "RePaint", "SMC", "Solver", "SolverResult"]
