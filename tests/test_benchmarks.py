@@ -63,3 +63,15 @@ def test_gpu_benchmark_tiny(tmp_path):
                                                    ("PC (RD + Langevin)", "bfloat16")]
     assert all(r.steps_timed == 3 and r.seconds_per_step > 0 and not r.extrapolated for r in rows)
     assert len(json.loads(out.read_text())) == len(rows)
+
+
+def test_medical_benchmark_small():
+    """benchmarks/table_medical.py with the digits model at 16×16, 2 steps: the classical rows and every solver
+    that takes the operator (DDRM on MRI, not on the Radon transform, which has no SVD)."""
+    import table_medical
+
+    rows = table_medical.table("digits_score", count=1, samples=2, steps=2, problems=["MRI x4", "CT 23 views"])
+    methods = {(r["problem"], r["method"]) for r in rows}
+    assert {("MRI x4", "zero-filled"), ("MRI x4", "TV"), ("CT 23 views", "FBP"), ("CT 23 views", "TV")} <= methods
+    assert ("MRI x4", "DDRM") in methods and ("CT 23 views", "DDRM") not in methods
+    assert all(r["nfe"] > 0 and -1 <= r["corr"] <= 1 for r in rows if r["method"] not in ("zero-filled", "FBP", "TV"))
