@@ -25,7 +25,8 @@ The YAML file (every key checked; an unknown key, a wrong type or an unknown nam
       predictor: reverse_diffusion          # pc: euler_maruyama | reverse_diffusion | ancestral_sampling | none
       corrector: langevin                   # pc: langevin | annealed_langevin | none
       # ... and every other constructor argument of the solver (snr, n_particles, eta, lam, zeta, ...)
-    inputs: {dataset: photos_test, count: 4}  # clean images, observations simulated: photos_test | digits_test
+    inputs: {dataset: photos_test, count: 4}  # clean images, observations simulated: photos_test |
+                                            # digits_test | phantoms_test
                                             # (held-out test images) or {path: FILE_OR_FOLDER, count: N};
                                             # observed images: {observations: FILE_OR_FOLDER, masks: FILE_OR_FOLDER,
                                             # truth: FILE_OR_FOLDER, count: N}; fit: resize | crop (files of another
@@ -42,7 +43,8 @@ README's commands run from the repository root.
 
 **Clean images (benchmarks).** ``photos_test`` are the held-out 32×32 test patches
 (``invsgm.data.photos_test_images``, ``count`` ≤ 80), ``digits_test`` scikit-learn's test digits
-(``digits(split='test')``, with their labels, ≤ 355); a folder is searched recursively, sorted by path. Each
+(``digits(split='test')``, with their labels, ≤ 355), ``phantoms_test`` the fixed held-out ellipse phantoms
+(``invsgm.phantoms``, at the model's size, ≤ 100); a folder is searched recursively, sorted by path. Each
 image is the truth; its observation is simulated by the measurement (``simulate_file``: A·img + σ_y z in
 image units, the noise from its own stream of the seed). Images are read one batch at a time: an unreadable
 file stops the run there, the inputs finished before it are kept.

@@ -198,7 +198,8 @@ def _inpaint(tmp_path, *sets, out="out", extra=()):
     (["inputs.dataset=digits_test"], "'digits_test' holds square grey images but the model's samples have shape"),
     (["model.pretrained=no_such_model"], "no pretrained model 'no_such_model'"),
     (["inputs.labels=[1]"], "inputs.labels = [1]: the task has no class_conditional part"),
-    (["inputs={count: 2}"], "inputs = {'count': 2}: expected {dataset: one of ['photos_test', 'digits_test']"),
+    (["inputs={count: 2}"], "inputs = {'count': 2}: expected {dataset: one of ['photos_test', 'digits_test', "
+                                    "'phantoms_test']"),
     (["sampler={name: smc}"], "sampler (smc): SMC needs the exact likelihood p(y | x0) of "
                               "LinearMeasurement(Mask(in_shape=(3, 32, 32), out_shape=(3, 32, 32)), sigma_y=0.0) "
                               "(e.g. sigma_y > 0)"),

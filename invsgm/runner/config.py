@@ -14,7 +14,7 @@ from ..config.models import check_model_spec
 from ..config.solvers import build_solver, split_sampler
 
 SECTIONS = ("model", "sde", "task", "sampler", "inputs", "output", "seed", "device")
-DATASETS = ("photos_test", "digits_test")
+DATASETS = ("photos_test", "digits_test", "phantoms_test")
 FITS = ("resize", "crop")  # inputs.fit: how an image of another size is made to fit
 INPUT_KEYS = ("dataset", "path", "observations", "masks", "truth", "fit", "count", "labels")
 SOURCES = ("dataset", "path", "observations")  # at most one: where the inputs come from

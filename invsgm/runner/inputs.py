@@ -267,8 +267,15 @@ def _dataset(spec: Mapping[str, Any], shape: tuple[int, int, int]) -> tuple[torc
             raise bad("inputs.count", n, f"at most the {available} photos_test patches of {H}×{H}")
         return photos_test_images(n, patch_size=H), None
     if C != 1 or H != W:
-        raise ValueError(f"inputs.dataset = 'digits_test' holds square grey images but the model's samples "
+        raise ValueError(f"inputs.dataset = {name!r} holds square grey images but the model's samples "
                          f"have shape {shape}")
+    if name == "phantoms_test":  # the fixed held-out phantoms (invsgm.phantoms), drawn at the model's size
+        from ..phantoms import TEST_SIZE, phantoms
+
+        n = TEST_SIZE if count is None else count
+        if n > TEST_SIZE:
+            raise bad("inputs.count", n, f"at most the {TEST_SIZE} phantoms_test images")
+        return phantoms(n, size=H, split="test").images, None
     from ..data import digits
 
     test = digits(image_size=H, split="test")
