@@ -8,13 +8,11 @@ coefficients of T x are moved a fraction λ of the way to a draw of A x_t given 
 """
 from __future__ import annotations
 
-import torch
-
 from .. import _checks
 from ..measurement import LinearMeasurement, Measurement
 from ..operators import Decomposed
-from ..sde import _bcast
 from .base import Guidance
+from .linear import noised_observation
 
 
 class Consistency(Guidance):
@@ -33,10 +31,7 @@ class Consistency(Guidance):
 
     def project(self, measurement, y, x, t, sde, generator):
         op = measurement.operator
-        alpha, std = sde.marginal_coeffs(t)
-        z = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
-        y_t = _bcast(alpha, y) * y + _bcast(std, y) * op(z)
-        return op.consistent(x, y_t, self.lam)
+        return op.consistent(x, noised_observation(op, y, x, t, sde, generator), self.lam)
 
     def finalize(self, measurement, y, x):
         return measurement.operator.consistent(x, y, self.lam)

@@ -95,6 +95,14 @@ class DPS(_Tweedie):
         return -self._weight(t, sde) * resid.flatten(1).norm(dim=1)
 
 
+def noised_observation(op, y: torch.Tensor, x: torch.Tensor, t: torch.Tensor, sde: SDE,
+                       generator: torch.Generator | None) -> torch.Tensor:
+    """A draw of A x_t given A x₀ = y: ŷ_t = α(t) y + σ(t) A z, z ~ N(0, I) shaped like x."""
+    alpha, std = sde.marginal_coeffs(t)
+    z = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+    return _bcast(alpha, y) * y + _bcast(std, y) * op(z)
+
+
 class Replacement(Guidance):
     """x ← x + Aᵀ(y_t − A x), y_t = α(t) y + σ(t) A z a draw of A x_t given A x₀ = y (noiseless, A Aᵀ = I)."""
 
@@ -109,10 +117,7 @@ class Replacement(Guidance):
 
     def project(self, measurement, y, x, t, sde, generator):
         op = measurement.operator
-        alpha, std = sde.marginal_coeffs(t)
-        z = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
-        y_t = _bcast(alpha, y) * y + _bcast(std, y) * op(z)
-        return x + op.adjoint(y_t - op(x))
+        return x + op.adjoint(noised_observation(op, y, x, t, sde, generator) - op(x))
 
     def finalize(self, measurement, y, x):
         """x + Aᵀ(y − A x): the output keeps the observed coordinates exactly."""
