@@ -391,185 +391,268 @@ def run(config: TrainConfig | dict[str, Any], objective: Objective, *, dataset: 
     config = as_config(config)
     layout = distributed.setup(device)
     try:
-        return _run(config, objective, layout, dataset, callback, command)
+        return _Trainer(config, objective, layout, callback, command).run(dataset)
     finally:
         layout.close()
 
 
-def _run(config: TrainConfig, objective: Objective, layout: Layout, dataset: Dataset | None,
-         callback: Callback | None, command: str | None) -> TrainResult:
-    tr = config.training
-    out = Path(config.output)
-    device = layout.device
-    if tr.batch_size % layout.world_size:
-        raise ValueError(f"training.batch_size = {tr.batch_size} is the global batch and must be divisible by "
-                         f"the number of processes ({layout.world_size})")
-    per_rank = tr.batch_size // layout.world_size
-    amp = bool(tr.amp and device.type == "cuda")
+class _Trainer:
+    """One invocation of the training loop, holding the run's state; ``run`` calls the pieces in order.
 
-    if dataset is None:
-        dataset = _load_dataset(config)
-    data_shape = _data_shape(dataset)
-    channels, image_size, _ = data_shape
-    sde = sde_from_config(**config.sde)
-    model_args = resolve_model(config, objective.task, *data_shape)
-    net = _build_net(model_args, tr.seed).to(device)
-    flat = model_args["kind"] == "mlp"
-    trainable = _FlatNet(net) if flat else net
-    params = [p for p in net.parameters() if p.requires_grad]
-    optimizer = _adam(params, tr.lr)
-    scaler = torch.amp.GradScaler("cuda") if amp else None
-    ema = EMA(net, tr.ema_decay)
-    order = EpochOrder(dataset, layout, per_rank, tr.seed)
+    The state is this rank's: the step, the network, Adam, the AMP scaler, the EMA, the final-loss ring (the
+    last ``FINAL_LOSS_WINDOW`` step losses) and the log window (loss and metric sums since the last log row).
+    """
 
-    # resume
-    ckpt_path = out / CHECKPOINT_NAME
-    state = load_checkpoint(ckpt_path, map_location="cpu")
-    start_step, seconds_before = 0, 0.0
-    window_state, window_n = torch.zeros(1 + len(objective.metrics)), 0
-    ring = torch.zeros(FINAL_LOSS_WINDOW, device=device)
-    ring_count = 0
-    if state is not None:
-        if state.get("task") != objective.task:
-            raise ValueError(f"{ckpt_path} is a {state.get('task')!r} checkpoint, not {objective.task!r}; "
+    def __init__(self, config: TrainConfig, objective: Objective, layout: Layout, callback: Callback | None,
+                 command: str | None) -> None:
+        self.config, self.objective, self.layout = config, objective, layout
+        self.callback, self.command = callback, command
+        self.tr = config.training
+        self.out = Path(config.output)
+        self.device = layout.device
+        self.ckpt_path = self.out / CHECKPOINT_NAME
+
+    def run(self, dataset: Dataset | None) -> TrainResult:
+        """Set up, resume from ``OUTPUT/checkpoint.pt`` if there is one, train up to ``training.steps``, finish."""
+        self._setup(dataset)
+        self._resume()
+        self._wrap()
+        self._train()
+        return self._finish()
+
+    def _setup(self, dataset: Dataset | None) -> None:
+        """The state of a fresh run: check that the global batch splits over the processes, load the data
+        (unless given), build the SDE, the network (weights seeded by ``training.seed``), Adam, the AMP scaler,
+        the EMA, the data order and the noise generator; step 0, an empty ring and an empty log window."""
+        tr, layout, device = self.tr, self.layout, self.device
+        if tr.batch_size % layout.world_size:
+            raise ValueError(f"training.batch_size = {tr.batch_size} is the global batch and must be divisible by "
+                             f"the number of processes ({layout.world_size})")
+        self.amp = bool(tr.amp and device.type == "cuda")
+        self.dataset = _load_dataset(self.config) if dataset is None else dataset
+        self.data_shape = _data_shape(self.dataset)
+        self.sde = sde_from_config(**self.config.sde)
+        self.model_args = resolve_model(self.config, self.objective.task, *self.data_shape)
+        self.net = _build_net(self.model_args, tr.seed).to(device)
+        self.flat = self.model_args["kind"] == "mlp"
+        self.params = [p for p in self.net.parameters() if p.requires_grad]
+        self.optimizer = _adam(self.params, tr.lr)
+        self.scaler = torch.amp.GradScaler("cuda") if self.amp else None
+        self.ema = EMA(self.net, tr.ema_decay)
+        self.order = EpochOrder(self.dataset, layout, tr.batch_size // layout.world_size, tr.seed)
+        self.generator = torch.Generator(device=device)  # reseeded every step
+        self.step = self.start_step = 0
+        self.seconds_before = 0.0  # training time of earlier invocations
+        self.ring = torch.zeros(FINAL_LOSS_WINDOW, device=device)
+        self.ring_count = 0
+        self._set_window(torch.zeros(1 + len(self.objective.metrics)), 0)
+
+    def _set_window(self, sums: torch.Tensor, n: int) -> None:
+        """Set the log window to ``sums`` = [loss, *metrics] summed over its first ``n`` steps (moved to the device)."""
+        sums = sums.to(self.device)
+        self.window_loss = sums[0].clone()
+        self.window_metrics = {m: sums[1 + i].clone() for i, m in enumerate(self.objective.metrics)}
+        self.window_n = n
+
+    def _resume(self) -> None:
+        """Restore ``OUTPUT/checkpoint.pt`` if there is one (refusing another task's, or one written with another
+        config): the weights, EMA, Adam (and scaler) state, step, earlier training time, ring and log window."""
+        state = load_checkpoint(self.ckpt_path, map_location="cpu")
+        if state is None:
+            return
+        task = self.objective.task
+        if state.get("task") != task:
+            raise ValueError(f"{self.ckpt_path} is a {state.get('task')!r} checkpoint, not {task!r}; "
                              f"choose another output folder")
-        diffs = resume_mismatch(state["config"], config)
+        diffs = resume_mismatch(state["config"], self.config)
         if diffs:
-            raise ValueError(f"{ckpt_path} was written with another config ({'; '.join(diffs)}); "
+            raise ValueError(f"{self.ckpt_path} was written with another config ({'; '.join(diffs)}); "
                              f"rerun with that config or choose another output folder")
-        net.load_state_dict(state["model"])
-        ema.load_state_dict(state["ema"])
-        optimizer.load_state_dict(state["optimizer"])
-        if scaler is not None and "scaler" in state:
-            scaler.load_state_dict(state["scaler"])
-        start_step, seconds_before = int(state["step"]), float(state["seconds"])
-        ring.copy_(state["recent_losses"].to(device))
-        ring_count = int(state["recent_count"])
-        window_state = state["window"]  # the partial log window (sums since the last log row)
-        window_n = int(state["window_n"])
-    del state
+        self.net.load_state_dict(state["model"])
+        self.ema.load_state_dict(state["ema"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.scaler is not None and "scaler" in state:
+            self.scaler.load_state_dict(state["scaler"])
+        self.step = self.start_step = int(state["step"])
+        self.seconds_before = float(state["seconds"])
+        self.ring.copy_(state["recent_losses"].to(self.device))
+        self.ring_count = int(state["recent_count"])
+        self._set_window(state["window"], int(state["window_n"]))  # the partial log window at the checkpoint
 
-    model = objective.wrap(trainable, sde).to(device)
-    if layout.distributed:
-        model = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-    model.train()
+    def _wrap(self) -> None:
+        """``self.model``, the module the loss calls: the objective's wrapper of the network (of ``_FlatNet`` for
+        an MLP), under DDP when distributed (built after the resume: DDP broadcasts rank 0's weights), in train mode."""
+        trainable = _FlatNet(self.net) if self.flat else self.net
+        model = self.objective.wrap(trainable, self.sde).to(self.device)
+        if self.layout.distributed:
+            device_ids = [self.device.index] if self.device.type == "cuda" else None
+            model = nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
+        model.train()
+        self.model = model
 
-    columns = ["step", "loss", "lr", "grad_norm", "seconds", *objective.metrics]
-    log = None
-    if layout.is_main:
-        out.mkdir(parents=True, exist_ok=True)
-        save_config(config, out / "config.yaml")
-        log = _CSVLog(out / LOG_NAME, columns, start_step if start_step else None)
-    command = command or default_command(objective.task, out)
-    shape = (channels, image_size, image_size)
+    def _open_log(self) -> _CSVLog | None:
+        """Rank 0: create the output folder, save ``config.yaml`` and open the CSV log (a resume keeps the rows up to
+        its step); None on the other ranks."""
+        if not self.layout.is_main:
+            return None
+        self.out.mkdir(parents=True, exist_ok=True)
+        save_config(self.config, self.out / "config.yaml")
+        columns = ["step", "loss", "lr", "grad_norm", "seconds", *self.objective.metrics]
+        return _CSVLog(self.out / LOG_NAME, columns, self.start_step if self.start_step else None)
 
-    def checkpoint(step: int, seconds: float) -> None:
-        layout.mean_(ring)  # only rank 0 saves: keep the all-rank means (resumed runs restore them everywhere)
-        window = layout.mean_(torch.stack([window_loss, *window_metrics.values()]))
+    def _train(self) -> None:
+        """The steps up to ``training.steps``, each followed by what is due: the log row, the checkpoint, the
+        periodic sample grid (rank 0, score task, not at the last step); then the callback (every rank)."""
+        tr, layout = self.tr, self.layout
+        self.log = self._open_log()
+        self.t0 = time.perf_counter()
+        batches = _batches(self.dataset, self.order, self.start_step, tr.seed, tr.num_workers, self.device)
+        try:
+            while self.step < tr.steps:
+                images, labels = next(batches)
+                loss, lr, grad_norm = self._step(images, labels)
+                seconds = self._seconds()
+                if self._due(tr.log_every):
+                    self._log(lr, grad_norm, seconds)
+                if self._due(tr.checkpoint_every):
+                    self._checkpoint(seconds)
+                if (self.objective.task == "score" and tr.sample_every and self.step % tr.sample_every == 0
+                        and self.step != tr.steps and layout.is_main):
+                    self._sample_grid()
+                if self.callback is not None:
+                    self.callback(self.step, TrainState(net=self.net, ema=self.ema, optimizer=self.optimizer,
+                                                        loss=loss, layout=layout, output=self.out))
+        finally:
+            if self.log is not None:
+                self.log.close()
+
+    def _due(self, every: int) -> bool:
+        """Whether the step just done is a multiple of ``every`` or the last one."""
+        return self.step % every == 0 or self.step == self.tr.steps
+
+    def _seconds(self) -> float:
+        """Training wall time so far, this invocation's added to the earlier ones'."""
+        return self.seconds_before + time.perf_counter() - self.t0
+
+    def _step(self, images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, float, torch.Tensor | None]:
+        """One optimiser step on this rank's batch (images in [0, 1]); advances ``self.step``.
+
+        Sets the warm-up learning rate, seeds the noise generator with ``step_seed(seed, step, 'noise')`` and the
+        global generator (dropout) with ``step_seed(seed, step, 'dropout', rank)``, computes the loss (float16
+        autocast under AMP), back-propagates (scaled under AMP), clips the gradient norm (without clipping: only
+        measures it on log steps), steps Adam (through the scaler under AMP) and the EMA, and records the loss.
+        Returns (the detached loss, the learning rate, the gradient norm or None).
+        """
+        tr, device, optimizer, scaler = self.tr, self.device, self.optimizer, self.scaler
+        x0 = images.to(device, non_blocking=True).float().mul_(2).sub_(1)  # [0, 1] → [−1, 1]
+        y = labels.to(device, non_blocking=True)
+        lr = _lr_at(self.step, tr.lr, tr.warmup)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        self.generator.manual_seed(step_seed(tr.seed, self.step, "noise"))
+        torch.manual_seed(step_seed(tr.seed, self.step, "dropout", self.layout.rank))
+        with torch.autocast(device.type, dtype=torch.float16, enabled=self.amp):
+            loss, metrics = self.objective.loss(self.model, self.sde, x0, y, self.generator, self.layout)
+        optimizer.zero_grad(set_to_none=True)
+        if scaler is not None:
+            scaler.scale(loss).backward()
+            scaler.unscale_(optimizer)
+        else:
+            loss.backward()
+        self.step += 1
+        grad_norm = None
+        if tr.grad_clip is not None:
+            grad_norm = nn.utils.clip_grad_norm_(self.params, tr.grad_clip, foreach=True)
+        elif self._due(tr.log_every):
+            grad_norm = _grad_norm(self.params)
+        if scaler is not None:
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            optimizer.step()
+        self.ema.update()
+        loss = loss.detach()
+        self._record(loss, metrics)
+        return loss, lr, grad_norm
+
+    def _record(self, loss: torch.Tensor, metrics: dict[str, torch.Tensor]) -> None:
+        """Put the step's loss into the ring (slot (step − 1) mod ``FINAL_LOSS_WINDOW``) and add the loss and
+        the metrics to the log window (device tensors: no host sync)."""
+        self.ring[(self.step - 1) % FINAL_LOSS_WINDOW] = loss
+        self.ring_count = min(self.ring_count + 1, FINAL_LOSS_WINDOW)
+        self.window_loss += loss
+        for m, v in metrics.items():
+            self.window_metrics[m] += v
+        self.window_n += 1
+
+    def _log(self, lr: float, grad_norm: torch.Tensor | None, seconds: float) -> None:
+        """Close the log window: its mean loss and metrics per step, averaged over the ranks, become a row of the
+        CSV log (rank 0; grad_norm is NaN when it was not measured); then the window is emptied."""
+        values = torch.stack([self.window_loss, *self.window_metrics.values()]) / self.window_n
+        self.layout.mean_(values)
+        values = values.tolist()
+        if self.log is not None:
+            row = {"step": self.step, "loss": values[0], "lr": lr, "seconds": seconds,
+                   "grad_norm": float(grad_norm) if grad_norm is not None else float("nan")}
+            row.update(zip(self.objective.metrics, values[1:]))
+            self.log.write(row)
+        self.window_loss.zero_()
+        for v in self.window_metrics.values():
+            v.zero_()
+        self.window_n = 0
+
+    def _checkpoint(self, seconds: float) -> None:
+        """Write ``OUTPUT/checkpoint.pt`` atomically (rank 0, between two barriers): step, task, weights, EMA, Adam
+        (and scaler) state, config, training time, the ring (averaged over the ranks in place) and the log window
+        (its all-rank mean), so that a resume on any number of ranks continues the logs and the final loss."""
+        layout = self.layout
+        layout.mean_(self.ring)  # only rank 0 saves: keep the all-rank means (resumed runs restore them everywhere)
+        window = layout.mean_(torch.stack([self.window_loss, *self.window_metrics.values()]))
         layout.barrier()
         if layout.is_main:
-            payload = {"step": step, "task": objective.task, "model": net.state_dict(), "ema": ema.state_dict(),
-                       "optimizer": optimizer.state_dict(), "config": config.to_dict(), "seconds": seconds,
-                       "recent_losses": ring.detach().cpu(), "recent_count": ring_count,
-                       "window": window.cpu(), "window_n": window_n}
-            if scaler is not None:
-                payload["scaler"] = scaler.state_dict()
-            save_checkpoint(ckpt_path, payload)
+            payload = {"step": self.step, "task": self.objective.task, "model": self.net.state_dict(),
+                       "ema": self.ema.state_dict(), "optimizer": self.optimizer.state_dict(),
+                       "config": self.config.to_dict(), "seconds": seconds, "recent_losses": self.ring.detach().cpu(),
+                       "recent_count": self.ring_count, "window": window.cpu(), "window_n": self.window_n}
+            if self.scaler is not None:
+                payload["scaler"] = self.scaler.state_dict()
+            save_checkpoint(self.ckpt_path, payload)
         layout.barrier()
 
-    generator = torch.Generator(device=device)
-    window_state = window_state.to(device)
-    window_loss = window_state[0].clone()
-    window_metrics = {m: window_state[1 + i].clone() for i, m in enumerate(objective.metrics)}
-    t0 = time.perf_counter()
-    batches = _batches(dataset, order, start_step, tr.seed, tr.num_workers, device)
-    step = start_step
-    try:
-        while step < tr.steps:
-            images, labels = next(batches)
-            x0 = images.to(device, non_blocking=True).float().mul_(2).sub_(1)  # [0, 1] → [−1, 1]
-            y = labels.to(device, non_blocking=True)
-            lr = _lr_at(step, tr.lr, tr.warmup)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            generator.manual_seed(step_seed(tr.seed, step, "noise"))
-            torch.manual_seed(step_seed(tr.seed, step, "dropout", layout.rank))
-            with torch.autocast(device.type, dtype=torch.float16, enabled=amp):
-                loss, metrics = objective.loss(model, sde, x0, y, generator, layout)
-            optimizer.zero_grad(set_to_none=True)
-            if scaler is not None:
-                scaler.scale(loss).backward()
-                scaler.unscale_(optimizer)
-            else:
-                loss.backward()
-            step += 1
-            log_now = step % tr.log_every == 0 or step == tr.steps
-            grad_norm = None
-            if tr.grad_clip is not None:
-                grad_norm = nn.utils.clip_grad_norm_(params, tr.grad_clip, foreach=True)
-            elif log_now:
-                grad_norm = _grad_norm(params)
-            if scaler is not None:
-                scaler.step(optimizer)
-                scaler.update()
-            else:
-                optimizer.step()
-            ema.update()
+    def _samples(self) -> torch.Tensor:
+        """``training.n_samples`` images of the EMA network by the config's PC sampler (seeded by ``training.seed``)."""
+        tr = self.tr
+        channels, image_size, _ = self.data_shape
+        return sample_images(self.ema.module, self.sde, tr.n_samples, (channels, image_size, image_size),
+                             tr.sample_steps, seed=tr.seed, corrector=tr.sample_corrector, snr=tr.sample_snr,
+                             flat=self.flat, device=self.device)
 
-            loss = loss.detach()
-            ring[(step - 1) % FINAL_LOSS_WINDOW] = loss
-            ring_count = min(ring_count + 1, FINAL_LOSS_WINDOW)
-            window_loss += loss
-            for m, v in metrics.items():
-                window_metrics[m] += v
-            window_n += 1
-            seconds = seconds_before + time.perf_counter() - t0
+    def _sample_grid(self) -> None:
+        """Write the periodic sample grid ``OUTPUT/samples/step_XXXXXXX.png``."""
+        write_grid(self.out / "samples" / f"step_{self.step:07d}.png", self._samples())
 
-            if log_now:
-                values = torch.stack([window_loss, *window_metrics.values()]) / window_n
-                layout.mean_(values)
-                values = values.tolist()
-                if log is not None:
-                    row = {"step": step, "loss": values[0], "lr": lr, "seconds": seconds,
-                           "grad_norm": float(grad_norm) if grad_norm is not None else float("nan")}
-                    row.update(zip(objective.metrics, values[1:]))
-                    log.write(row)
-                window_loss.zero_()
-                for v in window_metrics.values():
-                    v.zero_()
-                window_n = 0
-            if step % tr.checkpoint_every == 0 or step == tr.steps:
-                checkpoint(step, seconds)
-            if (objective.task == "score" and tr.sample_every and step % tr.sample_every == 0
-                    and step != tr.steps and layout.is_main):
-                images = sample_images(ema.module, sde, tr.n_samples, shape, tr.sample_steps, seed=tr.seed,
-                                       corrector=tr.sample_corrector, snr=tr.sample_snr, flat=flat, device=device)
-                write_grid(out / "samples" / f"step_{step:07d}.png", images)
-            if callback is not None:
-                callback(step, TrainState(net=net, ema=ema, optimizer=optimizer, loss=loss, layout=layout,
-                                          output=out))
-    finally:
-        if log is not None:
-            log.close()
-
-    seconds = seconds_before + time.perf_counter() - t0
-    filled = ring[:ring_count] if ring_count < FINAL_LOSS_WINDOW else ring
-    final = layout.mean_(filled.mean().reshape(1)).item() if ring_count else float("nan")
-    pretrained = None
-    card: dict[str, Any] = {}
-    if layout.is_main:
-        samples = None
-        if objective.task == "score":
-            images = sample_images(ema.module, sde, tr.n_samples, shape, tr.sample_steps, seed=tr.seed,
-                                   corrector=tr.sample_corrector, snr=tr.sample_snr, flat=flat, device=device)
-            write_grid(out / "samples.png", images)
-            samples = "samples.png"
-        card = _card(config, objective.task, model_args, sde, data_shape, final, step, seconds, layout,
-                     command, samples)
-        pretrained = _export(out / "pretrained", ema.module, card, out / "samples.png" if samples else None)
-    layout.barrier()
-    return TrainResult(output=out, pretrained=pretrained, net=ema.module, steps=step, start_step=start_step,
-                       final_loss=final, log=out / LOG_NAME, checkpoint=ckpt_path, seconds=seconds, card=card)
+    def _finish(self) -> TrainResult:
+        """The final loss (mean of the ring over the ranks); on rank 0 the final grid ``OUTPUT/samples.png`` (score
+        task), the card and the export to ``OUTPUT/pretrained``; then a barrier and the ``TrainResult``."""
+        layout, out, task = self.layout, self.out, self.objective.task
+        seconds = self._seconds()
+        filled = self.ring[:self.ring_count] if self.ring_count < FINAL_LOSS_WINDOW else self.ring
+        final = layout.mean_(filled.mean().reshape(1)).item() if self.ring_count else float("nan")
+        pretrained = None
+        card: dict[str, Any] = {}
+        if layout.is_main:
+            samples = None
+            if task == "score":
+                write_grid(out / "samples.png", self._samples())
+                samples = "samples.png"
+            command = self.command or default_command(task, out)
+            card = _card(self.config, task, self.model_args, self.sde, self.data_shape, final, self.step, seconds,
+                         layout, command, samples)
+            pretrained = _export(out / "pretrained", self.ema.module, card, out / "samples.png" if samples else None)
+        layout.barrier()
+        return TrainResult(output=out, pretrained=pretrained, net=self.ema.module, steps=self.step,
+                           start_step=self.start_step, final_loss=final, log=out / LOG_NAME,
+                           checkpoint=self.ckpt_path, seconds=seconds, card=card)
 
 
 def _export(folder: Path, net: nn.Module, card: dict[str, Any], samples: Path | None) -> Path:
