@@ -11,16 +11,21 @@ import torch
 
 from invsgm.config.solvers import SOLVERS, build_solver
 from invsgm.measurement import LinearMeasurement
-from invsgm.operators import AvgPool, box_mask
+from invsgm.operators import MRI, AvgPool, box_mask
 from invsgm.priors import GaussianMixture
 from invsgm.sde import VESDE, VPSDE
 from invsgm.solve import solve
 
 INTEROP = Path(os.environ.get("INVSGM_INTEROP", Path(__file__).resolve().parents[2] / "shared" / "interop"))
 NOISELESS_ONLY = {"repaint"}  # inpainting-type measurements only
+DECOMPOSED_ONLY = {"consistency"}  # operators A = P(Λ) T: MRI here (grey images)
 
 
 def _measurement(name: str, shape: tuple[int, int, int]) -> LinearMeasurement:
+    if name in DECOMPOSED_ONLY:
+        if shape[0] != 1:
+            pytest.skip(f"{name} needs an MRI / CT measurement, which takes grey images; the model is RGB")
+        return LinearMeasurement(MRI(shape, acceleration=2, center_fraction=0.25))
     if name in NOISELESS_ONLY:
         return LinearMeasurement(box_mask(shape, 0, 0, shape[1] // 2, shape[2]))
     return LinearMeasurement(AvgPool(2, shape), 0.05)
