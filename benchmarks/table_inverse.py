@@ -132,10 +132,11 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--solvers", default=None, help="comma-separated substrings of solver names")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--model", default="photos_score", help="shipped model name or folder (load_pretrained)")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     start = time.perf_counter()
-    model = load_pretrained("photos_score")
+    model = load_pretrained(args.model)
     images = photos_test_images(args.n)
     problems = [pr for pr in PROBLEMS if args.problems is None or any(k in pr.name for k in args.problems.split(","))]
     solvers = [s for s in SOLVERS if args.solvers is None or any(k in s for k in args.solvers.split(","))]
@@ -151,7 +152,7 @@ def main(argv: list[str] | None = None) -> None:
                   f"{r['seconds']:.1f} s/image; {bname} {bpsnr:.2f}", flush=True)
             lines.append(f"| {problem.name} | {solver} | {r['psnr']:.2f} | {r['ssim']:.3f} | {r['nfe']} | {r['n']} | "
                          f"{r['seconds']:.1f} | {bname} | {bpsnr:.2f} | {bssim:.3f} | {r['psnr'] - bpsnr:+.2f} |")
-    print(f"\n{args.n} held-out test patches (32x32 RGB), photos_score, seed {args.seed}; posterior mean of the "
+    print(f"\n{args.n} held-out test patches (32x32 RGB), {args.model}, seed {args.seed}; posterior mean of the "
           f"samples, PSNR in dB and SSIM: means over the images\n")
     print("\n".join(lines))
     print(f"\ntotal time {time.perf_counter() - start:.0f} s")

@@ -7,10 +7,11 @@
 Every measurement checks an observation batch (B, ...), repeats and slices it; the batch of y always
 has the batch size of x (``solve`` repeats it for every sample).
 
-Observations as files (what ``invsgm run`` writes and reads): ``image_parts`` are the parts whose y is an
-image; ``simulate_file(images, generator, centered)`` draws the observation of clean images as an image
-file holds it (``LinearOperator.to_file``: the low-resolution image of super-resolution, the grey image of
-colorization, ...) and ``observe(x, generator, images=..., labels=..., centered=...)`` the y of a batch of
+Observations as files (what ``invsgm run`` writes and reads): ``file_parts`` are the parts whose y is a
+file: an image, or an array for measurements that are not pictures (MRI's k-space, CT's sinogram:
+``LinearOperator.file_is_image``); ``simulate_file(images, generator, centered)`` draws the observation of clean
+images as its file holds it (``LinearOperator.to_file``: the low-resolution image of super-resolution, the grey
+image of colorization, the sampled k-space, ...) and ``observe(x, generator, images=..., labels=..., centered=...)`` the y of a batch of
 inputs: such files read, class labels given, other parts simulated from clean x. ``centered`` says the
 model works on [−1, 1] (y = A(2·img − 1) + noise), not on [0, 1] images.
 """
@@ -72,8 +73,8 @@ class Measurement:
         return (self,)
 
     @property
-    def image_parts(self) -> tuple["LinearMeasurement", ...]:
-        """The parts whose observation is an image (an image file in ``invsgm run``)."""
+    def file_parts(self) -> tuple["LinearMeasurement", ...]:
+        """The parts whose observation is a file in ``invsgm run`` (an image, or an array: ``file_is_image``)."""
         return ()
 
     @property
@@ -153,7 +154,7 @@ class LinearMeasurement(Measurement):
     # --- images and files --------------------------------------------------------------------------------
 
     @property
-    def image_parts(self) -> tuple["LinearMeasurement", ...]:
+    def file_parts(self) -> tuple["LinearMeasurement", ...]:
         try:
             self.operator.file_shape
         except NotImplementedError:
@@ -180,7 +181,7 @@ class LinearMeasurement(Measurement):
         return self.operator.to_file(self.operator.observe(images, sigma, generator))
 
     def observe(self, x=None, generator=None, *, images=None, labels=None, centered=False) -> torch.Tensor:
-        if images is not None and self.image_parts:
+        if images is not None and self.file_parts:
             return self.model_units(self.operator.from_file(images), centered)
         return super().observe(x, generator, images=images, labels=labels, centered=centered)
 
@@ -281,8 +282,8 @@ class Joint(Measurement):
         return self.measurements
 
     @property
-    def image_parts(self) -> tuple[LinearMeasurement, ...]:
-        return tuple(p for m in self.measurements for p in m.image_parts)
+    def file_parts(self) -> tuple[LinearMeasurement, ...]:
+        return tuple(p for m in self.measurements for p in m.file_parts)
 
     @property
     def takes_labels(self) -> bool:
@@ -292,7 +293,7 @@ class Joint(Measurement):
         images = list(images) if isinstance(images, (tuple, list)) else [] if images is None else [images]
         y = []
         for m in self.measurements:
-            mine = images.pop(0) if m.image_parts and images else None
+            mine = images.pop(0) if m.file_parts and images else None
             y.append(m.observe(x, generator, images=mine, labels=labels, centered=centered))
         return tuple(y)
 

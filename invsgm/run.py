@@ -61,7 +61,11 @@ file stops the run there, the inputs finished before it are kept.
 - super_resolution: the low-resolution image (the model's size divided by the factor); the samples have the
   model's size;
 - deblur, denoise: the degraded image; colorize: the grey image (one channel, or RGB with equal channels);
-- class labels (class tasks) come from ``inputs.labels``, one per observation.
+- class labels (class tasks) come from ``inputs.labels``, one per observation;
+- mri: a ``.npy`` k-space array, complex (H, W) (or real (H, W, 2): real, imaginary) in the unshifted order of
+  ``numpy.fft.fft2(image, norm="ortho")`` of the image in [0, 1], zeros on the columns the task's mask does not
+  sample (a value there is an error: the data was taken with another mask); ct: a ``.npy`` sinogram, real
+  (views, detectors), the views in the task's angle order (``LinearOperator.read_array``).
 
 ``inputs.truth`` (``--truth``: a file, or a folder matched by relative name like the masks) gives the clean
 images; with it metrics.json has PSNR and SSIM, without it none. Every observation, mask and truth is read
@@ -88,8 +92,9 @@ Written per input, into ``OUTPUT/<input-name>/`` (the layout ``invsgm eval`` rea
   the same channels, unclamped) when the PNG does not hold the observation exactly (noise, averages, blur,
   grey of colour values): read either back with ``--observation`` — the .npy gives exactly the samples of
   the run that wrote it (same config and seed; the observation noise has its own stream), the PNG to its
-  8-bit precision. Observations that are not image files (k-space, sinograms: no ``file_shape``) are
-  simulated only, and observation.png is the operator's picture of them;
+  8-bit precision. Observations that are not pictures (MRI's k-space, CT's sinogram) are written as
+  ``observation.npy`` in the form observation mode reads (``LinearOperator.write_array``), and observation.png is
+  the operator's picture of them (the zero-filled reconstruction, the scaled sinogram);
 - ``samples/000.png ...`` and ``mean.png`` (their mean). Samples leave the sampler unclipped: they
   are clamped to [0, 1], and for noiseless colorization projected (per pixel, Euclidean) onto the RGB
   values in [0, 1] with the observed grey, so the observed coordinates stay exact;

@@ -5,6 +5,7 @@ import abc
 from dataclasses import dataclass
 from typing import Callable
 
+import numpy as np
 import torch
 
 from .. import _checks
@@ -175,14 +176,27 @@ class LinearOperator(abc.ABC):
     # (y itself for operators whose y is an image; the low-resolution image of super-resolution, the grey
     # image of colorization), ``to_file`` / ``from_file`` (each other's inverse on A's range) and, for
     # masks, which pixels are observed (``observed_pixels``, written as the file's alpha channel; read
-    # back through ``with_mask``).
+    # back through ``with_mask``). Measurements that are not pictures (MRI's k-space, CT's sinograms) set
+    # ``file_is_image = False``: their file is a ``.npy`` array in the operator's own layout (``read_array`` /
+    # ``write_array``), y in ``file_shape`` in between.
+
+    file_is_image = True
 
     @property
-    def file_shape(self) -> tuple[int, int, int]:
+    def file_shape(self) -> tuple[int, ...]:
         """(C, h, w) of the observation as an image file: ``out_shape`` for operators whose y is an image."""
         if len(self.out_shape) != 3:
             raise NotImplementedError(f"{type(self).__name__} measurements of shape {self.out_shape} are not images")
         return tuple(self.out_shape)
+
+    def read_array(self, a: np.ndarray) -> torch.Tensor:
+        """The observation (*file_shape) float32 of a ``.npy`` array in the operator's layout (operators with
+        ``file_is_image = False``); a ValueError saying what is wrong otherwise."""
+        raise NotImplementedError(f"{type(self).__name__} observations are image files")
+
+    def write_array(self, y_file: torch.Tensor) -> np.ndarray:
+        """The ``.npy`` array of one observation (*file_shape): the inverse of ``read_array``."""
+        raise NotImplementedError(f"{type(self).__name__} observations are image files")
 
     def describe_file(self) -> str:
         """What an observation file must be, for error messages: 'a 32x32 (HxW) image' and why."""

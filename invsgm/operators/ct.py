@@ -244,9 +244,34 @@ class Radon(Decomposed, LinearOperator):
         scale = y.detach().abs().flatten(1).amax(1).clamp_min(torch.finfo(y.dtype).tiny)
         return y / scale.reshape(-1, 1, 1, 1)
 
+    # ------------------------------------------------------------------ the observation as a file
+    file_is_image = False
+
     @property
     def file_shape(self) -> tuple[int, int, int]:
-        raise NotImplementedError("Radon measurements are sinograms, not image files")
+        """y itself, (C, views, detectors)."""
+        return tuple(self.out_shape)
+
+    def describe_file(self) -> str:
+        C, V, D = self.out_shape
+        shape = f"({V}, {D})" if C == 1 else f"({C}, {V}, {D})"
+        return (f"a .npy file holding the sinogram as a real {shape} array (views × detector bins, the views in "
+                f"the task's angle order: the transpose of scikit-image's radon(image, theta, circle=False)) of "
+                f"the image in [0, 1]")
+
+    def read_array(self, a: np.ndarray) -> torch.Tensor:
+        C, V, D = self.out_shape
+        if a.dtype.kind not in "fi" or a.shape not in ({(V, D), (C, V, D)} if C == 1 else {(C, V, D)}):
+            hint = " (transposed? views go first)" if C == 1 and a.shape == (D, V) else ""
+            raise ValueError(f"expected {self.describe_file()}; got a {a.dtype} array of shape {a.shape}{hint}")
+        y = torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32)).reshape(C, V, D)
+        if not bool(torch.isfinite(y).all()):
+            raise ValueError("the sinogram holds NaN or infinite values")
+        return y
+
+    def write_array(self, y_file: torch.Tensor) -> np.ndarray:
+        y = y_file.detach().to("cpu", torch.float32).numpy()
+        return y[0] if y.shape[0] == 1 else y
 
     def __repr__(self) -> str:
         return (f"Radon(shape={self.in_shape}, views={len(self.angles)}, detectors={self.detectors}, "

@@ -256,9 +256,49 @@ class MRI(Decomposed, LinearOperator):
     def _to_image(self, y: torch.Tensor) -> torch.Tensor:
         return self.zero_filled(y)
 
+    # ------------------------------------------------------------------ the observation as a file
+    file_is_image = False
+
     @property
     def file_shape(self) -> tuple[int, int, int]:
-        raise NotImplementedError("MRI measurements are k-space data (real, imaginary), not image files")
+        """y itself, (2, H, W) (real, imaginary): zeros off the mask in a file."""
+        return tuple(self.out_shape)
+
+    def describe_file(self) -> str:
+        _, H, W = self.out_shape
+        return (f"a .npy file holding the k-space as a complex ({H}, {W}) array, or a real ({H}, {W}, 2) one (real, "
+                f"imaginary), in the unshifted FFT order of numpy.fft.fft2(image, norm='ortho') (DC at [0, 0]; "
+                f"ifftshift a centred array) of the image in [0, 1], with zeros on the columns not sampled")
+
+    def _to_file(self, y: torch.Tensor) -> torch.Tensor:
+        """M ⊙ y: the coefficients measured, (positive) zeros elsewhere."""
+        return torch.where(self.mask.to(y.device), y, torch.zeros((), dtype=y.dtype, device=y.device))
+
+    def read_array(self, a: np.ndarray) -> torch.Tensor:
+        _, H, W = self.out_shape
+        if a.dtype.kind == "c" and a.shape == (H, W):
+            a = np.stack([a.real, a.imag])
+        elif a.dtype.kind in "fi" and a.shape == (H, W, 2):
+            a = np.moveaxis(a, -1, 0)
+        else:
+            raise ValueError(f"expected {self.describe_file()}; got a {a.dtype} array of shape {a.shape}")
+        y = torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32))
+        if not bool(torch.isfinite(y).all()):
+            raise ValueError("the k-space holds NaN or infinite values")
+        off = (y != 0).any(0) & ~self.mask
+        if bool(off.any()):
+            columns = torch.nonzero(off.any(0)).flatten().tolist()
+            raise ValueError(f"the k-space has non-zero values on {len(columns)} columns that the task's mask does "
+                             f"not sample (e.g. column {columns[0]} of the unshifted FFT order); give the task the "
+                             f"mask the data was taken with (acceleration, center_fraction, pattern, seed: "
+                             f"{self!r}), and the k-space in the unshifted order (DC at [0, 0])")
+        return y
+
+    def write_array(self, y_file: torch.Tensor) -> np.ndarray:
+        y = y_file.detach().to("cpu", torch.float32).numpy()
+        k = np.empty(y.shape[1:], dtype=np.complex64)
+        k.real, k.imag = y[0], y[1]
+        return k
 
     def __repr__(self) -> str:
         return (f"MRI(shape={self.in_shape}, acceleration={self.acceleration}, pattern={self.pattern!r}, "

@@ -7,7 +7,7 @@
   metrics.json (``write_input``, ``summary``);
 - ``orchestrate``: the model, the measurement, the solver and the batches put in order (``run``).
 
-What a task measures is the measurement's business (``invsgm.measurement``: ``image_parts``,
+What a task measures is the measurement's business (``invsgm.measurement``: ``file_parts``,
 ``simulate_file``, ``observe``, ``picture``, ``baseline``, ``valid_images``, ``with_mask``; the operators'
 ``file_shape``, ``to_file`` / ``from_file``, ``observed_pixels``), not this package's.
 """

@@ -8,6 +8,8 @@ Two kinds of image inputs:
   ``LinearOperator.file_shape`` says (the low-resolution image of super-resolution, the grey image of
   colorization, the degraded image otherwise), with for inpainting a mask (``inputs.masks``: white =
   missing) or the file's alpha channel (alpha 0 = missing); ``inputs.truth`` optionally the clean images.
+  Measurements that are not pictures (MRI's k-space, CT's sinograms) are ``.npy`` arrays in the operator's
+  layout (``LinearOperator.read_array``).
 
 Clean images are read one batch at a time (an unreadable file stops the run there); observations, masks
 and truths are all read and checked before anything is written (``check``), then read again batch by batch.
@@ -340,11 +342,20 @@ def open_inputs(spec: Mapping[str, Any], shape: tuple[int, int, int], needs_labe
         operator = image_part.operator
         file_shape = tuple(operator.file_shape)
         expected = operator.describe_file()
+        if not operator.file_is_image:
+            if masks is not None or fit is not None:
+                key = "inputs.masks" if masks is not None else "inputs.fit"
+                raise ValueError(f"{key}: the task observes {type(operator).__name__} data, not an image; masks and "
+                                 f"resizing are for image observations")
 
-        def get(i: int) -> Item:
-            return _observation(names[i], files[i], None if masks is None else masks[i],
-                                None if truths is None else truths[i], shape, file_shape, expected, fit,
-                                image_part, mask_required)
+            def get(i: int) -> Item:
+                return _array_observation(names[i], files[i], None if truths is None else truths[i], shape,
+                                          operator)
+        else:
+            def get(i: int) -> Item:
+                return _observation(names[i], files[i], None if masks is None else masks[i],
+                                    None if truths is None else truths[i], shape, file_shape, expected, fit,
+                                    image_part, mask_required)
     else:
         n = len(labels)
         width = max(3, len(str(n - 1)))
@@ -373,6 +384,27 @@ def open_inputs(spec: Mapping[str, Any], shape: tuple[int, int, int], needs_labe
         return it
 
     return Inputs(names, sources, final, "dataset" in spec or "path" in spec or observed, observed, item)
+
+
+def _array_observation(name: str, path: Path, truth_path: Path | None, shape: tuple[int, int, int],
+                       operator: Any) -> Item:
+    """One observation that is not an image (k-space, sinogram): a ``.npy`` array in the operator's layout."""
+    if path.suffix.lower() not in ARRAY_EXTENSIONS:
+        raise ValueError(f"observation {path}: expected {operator.describe_file()}, not an image file")
+    try:
+        a = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as err:
+        raise ValueError(f"observation {path} cannot be read as a .npy array: {type(err).__name__}: {err}") from None
+    try:
+        y = operator.read_array(a)
+    except ValueError as err:
+        raise ValueError(f"observation {path}: {err}") from None
+    files = {"observation": str(path)}
+    truth = None
+    if truth_path is not None:
+        truth, _ = _read_truth(truth_path, shape, None, "truth")
+        files["truth"] = str(truth_path)
+    return Item(name, str(path), None, truth, y, None, files)
 
 
 def _observation(name: str, path: Path, mask_path: Path | None, truth_path: Path | None,

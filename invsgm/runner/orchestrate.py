@@ -194,7 +194,7 @@ class _BatchSolver:
         task = self._task(items[0])  # a batch shares its mask (Inputs.batches)
         labels = (torch.tensor([it.label for it in items], dtype=torch.long, device=self.device)
                   if task.takes_labels else None)
-        parts = task.image_parts
+        parts = task.file_parts
         truth = torch.stack([it.truth for it in items]).to(self.device) if items[0].truth is not None else None
         if not parts:
             pixels = None
@@ -224,18 +224,21 @@ class _BatchSolver:
         shown = None if shown is None else shown.cpu()
         base = task.baseline(y, self.centered)
         observed: list[torch.Tensor | None] = [None] * b
-        if parts:  # the first image measurement's observation is the one written
+        array = None
+        if parts:  # the first file measurement's observation is the one written
             mask = parts[0].operator.observed_pixels()
             if mask is not None and not bool(mask.all()):
                 observed = [mask.cpu()] * b
             pixels = pixels[0].cpu()
+            if not parts[0].operator.file_is_image:
+                array = parts[0].operator.write_array
         predicted = None
         class_parts = [p for p in task.parts if p.takes_labels and hasattr(p, "classifier")]
         if class_parts:
             with torch.no_grad():
                 x0 = to_model_space(quantize(samples).to(self.device), card)
                 predicted = class_parts[0].classifier(x0, 0.0).argmax(1).reshape(b, n).tolist()
-        return Solved(samples.reshape(b, n, *self.shape).cpu(), pixels, observed, shown, base, predicted)
+        return Solved(samples.reshape(b, n, *self.shape).cpu(), pixels, observed, shown, base, predicted, array)
 
 
 # --- the run -----------------------------------------------------------------------------------------------------
@@ -257,11 +260,11 @@ def run(config: Mapping[str, Any], *, progress: bool = True, log=None) -> RunRes
     observed = "observations" in spec
     task_spec, mask_required = _mask_from_inputs(config["task"], shape) if observed else (config["task"], False)
     task = build_task(task_spec, ctx)
-    parts = task.image_parts
+    parts = task.file_parts
     if observed and len(parts) != 1:
         raise ValueError(f"inputs.observations: the task observes {len(parts)} images per input; observation files "
-                         f"feed a task with one image measurement (inpaint, super_resolution, deblur, denoise, "
-                         f"colorize, possibly with class labels)")
+                         f"feed a task with one measurement (inpaint, super_resolution, deblur, denoise, colorize, "
+                         f"possibly with class labels; mri, ct)")
     inputs = open_inputs(spec, shape, needs_labels=task.takes_labels, image_part=parts[0] if parts else None,
                          mask_required=mask_required)
     if parts and not inputs.has_images:

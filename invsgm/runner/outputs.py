@@ -9,7 +9,7 @@ import shutil
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import numpy as np
 import torch
@@ -135,12 +135,14 @@ class Solved:
     """One solved batch in image space, on the CPU."""
 
     samples: torch.Tensor                   # (b, n, C, H, W) in [0, 1]
-    pixels: torch.Tensor | None             # (b, C', h, w): the observation file's pixels (image units)
+    pixels: torch.Tensor | None             # (b, *file_shape): the observation as its file holds it (image units)
     observed: list[torch.Tensor | None]     # per input: (1, h, w) bool, the observed pixels (alpha), or None
     shown: torch.Tensor | None              # (b, C, H, W): the operator's picture of the observation (the panel;
                                             # observation.png when the observation is not an image file)
     baseline: torch.Tensor | None           # (b, C, H, W): the classical method's result
     predicted: list[list[int]] | None       # the classifier's class of each sample at t = 0
+    array: Callable[[torch.Tensor], np.ndarray] | None = None  # the .npy array of an observation that is not
+                                            # an image (``LinearOperator.write_array``); None: an image file
 
 
 def _checkered(image: torch.Tensor, observed: torch.Tensor | None) -> torch.Tensor:
@@ -178,7 +180,11 @@ def write_input(folder: Path, item: Item, solved: Solved, k: int) -> dict[str, A
     if truth is not None:
         _save_png(folder / "truth.png", truth)
         columns.append(("truth", truth))
-    if solved.pixels is not None:
+    if solved.pixels is not None and solved.array is not None:  # k-space, sinogram: the array and its picture
+        np.save(folder / "observation.npy", solved.array(solved.pixels[k]), allow_pickle=False)
+        record["observation_npy"] = True
+        _save_png(folder / "observation.png", solved.shown[k])
+    elif solved.pixels is not None:
         if save_observation(folder, solved.pixels[k], solved.observed[k]):
             record["observation_npy"] = True
     elif solved.shown is not None:  # not an image file: its picture
