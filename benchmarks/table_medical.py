@@ -20,29 +20,34 @@ import time
 import torch
 
 from invsgm.baselines import ct_fbp, ct_tv, mri_tv, mri_zero_filled
-from invsgm.guidance import DPS, PiGDM
+from invsgm.config.solvers import build_solver, build_timesteps, split_sampler
 from invsgm.measurement import LinearMeasurement
 from invsgm.metrics import psnr, ssim
 from invsgm.operators import MRI, Radon
 from invsgm.phantoms import phantoms
 from invsgm.pretrained import from_model_space, load_pretrained, to_model_space
-from invsgm.sampling import ancestral_sampling
 from invsgm.solve import solve
-from invsgm.solvers import DDRM, PC, ConsistencyPC, DiffPIR
+from invsgm.solvers import DDRM
 
 PROBLEMS = {"MRI x4": lambda s: MRI(s, acceleration=4), "MRI x8": lambda s: MRI(s, acceleration=8),
             "CT 45 views": lambda s: Radon(s, 45), "CT 23 views": lambda s: Radon(s, 23)}
 BASELINES = {MRI: (("zero-filled", mri_zero_filled), ("TV", mri_tv)), Radon: (("FBP", ct_fbp), ("TV", ct_tv))}
 
 
-def solvers(steps: int) -> dict[str, tuple[object, int]]:
-    """name → (solver, steps); the ΠGDM / DPS weights are those of the image YAMLs."""
-    pc = dict(predictor=ancestral_sampling, corrector=None)
-    return {"PC + consistency (paper, λ = 1)": (ConsistencyPC(lam=1.0), steps),
-            "PC + ΠGDM·α²": (PC(guidance=PiGDM(scale=4.0, power=2.0, data_variance=0.25), **pc), steps),
-            "PC + DPS·α²": (PC(guidance=DPS(scale=1.0, power=2.0), **pc), steps),
-            "DiffPIR": (DiffPIR(), steps),
-            "DDRM": (DDRM(), steps)}
+PIGDM = {"name": "pigdm", "scale": 4.0, "power": 2.0, "data_variance": 0.25}
+NOISE_GRID = {"sigma_max": 10.0, "rho": 7.0}  # steps placed by noise level σ/α from 10 down (as the image table)
+# name -> sampler spec as a YAML ``sampler:`` section takes it (``invsgm.config.solvers``); steps and samples come
+# from the command line. The best one per problem is what tasks/mri.yaml and tasks/ct.yaml use.
+SOLVERS: dict[str, dict] = {
+    "PC + consistency (paper, λ = 1)": {"name": "consistency", "lam": 1.0},
+    "PC (ancestral) + consistency, λ = 1": {"name": "consistency", "lam": 1.0, "predictor": "ancestral_sampling",
+                                            "corrector": "none"},
+    "PC + ΠGDM·α²": {"name": "pc", "predictor": "ancestral_sampling", "corrector": "none", "guidance": PIGDM},
+    "PC + DPS·α²": {"name": "pc", "predictor": "ancestral_sampling", "corrector": "none",
+                    "guidance": {"name": "dps", "scale": 1.0, "power": 2.0}},
+    "DiffPIR": {"name": "diffpir", "grid": NOISE_GRID},
+    "DDRM": {"name": "ddrm", "grid": NOISE_GRID},
+}
 
 
 def _scores(images: torch.Tensor, truth: torch.Tensor) -> dict[str, float]:
@@ -58,7 +63,8 @@ def _correlation(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 def table(model: str = "phantoms_score", count: int = 8, samples: int = 4, steps: int = 200,
-          sigma_y: float = 0.0, problems: list[str] | None = None, names: list[str] | None = None) -> list[dict]:
+          sigma_y: float = 0.0, problems: list[str] | None = None, names: list[str] | None = None,
+          seed: int = 0) -> list[dict]:
     """Rows {problem, method, psnr, ssim, nfe, seconds, corr} (see module); baselines have nfe 0."""
     m = load_pretrained(model)
     size = m.card["data"]["image_size"]
@@ -78,9 +84,12 @@ def table(model: str = "phantoms_score", count: int = 8, samples: int = 4, steps
             rows.append(dict(problem=problem, method=name, **_scores(rec, truth), nfe=0,
                              seconds=(time.perf_counter() - t0) / count, corr=None))
             print(_format(rows[-1]), flush=True)
-        for name, (solver, n_steps) in solvers(steps).items():
-            if names and name not in names:
+        for name, sampler in SOLVERS.items():
+            if names and not any(k in name for k in names):
                 continue
+            spec, run = split_sampler({**sampler, "steps": steps, "n_samples": samples},
+                                      {"steps": steps, "n_samples": samples, "batch_size": 1})
+            solver = build_solver(spec)
             try:
                 solver.check(meas)
                 if isinstance(solver, DDRM):
@@ -89,7 +98,8 @@ def table(model: str = "phantoms_score", count: int = 8, samples: int = 4, steps
                 print(f"| {problem} | {name} | — ({str(err).splitlines()[0][:60]}) |", flush=True)
                 continue
             t0 = time.perf_counter()
-            sol = solve(meas, y, m, solver, n=samples, steps=n_steps, seed=0)
+            sol = solve(meas, y, m, solver, n=samples, timesteps=build_timesteps(m.sde, steps, run.get("grid")),
+                        seed=seed)
             seconds = (time.perf_counter() - t0) / count
             images = from_model_space(sol.samples.flatten(0, 1), m.card).clamp(0, 1).reshape(sol.samples.shape)
             mean, std = images.mean(1), images.std(1)
@@ -112,13 +122,16 @@ def main(argv=None) -> list[dict]:
     parser.add_argument("--steps", type=int, default=200)
     parser.add_argument("--sigma-y", type=float, default=0.0)
     parser.add_argument("--problems", default=",".join(PROBLEMS))
+    parser.add_argument("--solvers", default=None, help="comma-separated substrings of solver names")
+    parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     print("| problem | method | PSNR | SSIM | nfe | s / image | corr(std, error) |")
     print("|---|---|---:|---:|---:|---:|---:|")
     start = time.time()
-    rows = table(args.model, args.count, args.samples, args.steps, args.sigma_y, args.problems.split(","))
+    rows = table(args.model, args.count, args.samples, args.steps, args.sigma_y, args.problems.split(","),
+                 args.solvers.split(",") if args.solvers else None, args.seed)
     print(f"({time.time() - start:.0f} s in all)")
     return rows
 

@@ -107,9 +107,10 @@ Written per input, into ``OUTPUT/<input-name>/`` (the layout ``invsgm eval`` rea
   unknown, baseline when no method fits), enlarged to at least 96 pixels a column.
 
 Then ``OUTPUT/metrics.json``: ``mode`` (simulated | observations | labels); per input its files, what was
-fitted (``fit``), whether observation.npy was written (``observation_npy``), the PSNR and SSIM of the mean, of the baseline and the average over samples when the truth is known,
-computed on the 8-bit images written (as ``invsgm eval`` reads them); for class tasks the label and the
-classifier's class at t = 0 of each sample; a summary, the seconds and images/s. ``OUTPUT/run.yaml`` (the
+fitted (``fit``), whether observation.npy was written (``observation_npy``), the PSNR and SSIM of the mean, of
+the baseline and the average over samples when the truth is known, computed on the 8-bit images written (as
+``invsgm eval`` reads them); for class tasks the label and the classifier's class at t = 0 of each sample; a
+summary, the seconds, images/s and the network evaluations per sample (``nfe_per_sample``). ``OUTPUT/run.yaml`` (the
 resolved config) is written first. A progress bar counts the sampler's steps over the whole run, with the
 time left.
 

@@ -171,6 +171,7 @@ class _BatchSolver:
         # a class-conditional network (ADM's ImageNet models) is evaluated at each input's label
         self.conditional = task.takes_labels and class_count(model) is not None
         self.seconds = 0.0  # time spent in the sampler
+        self.nfe = 0        # network evaluations per sample (the last batch's)
         self._masked: dict[bytes, Measurement] = {}
 
     @property
@@ -211,6 +212,7 @@ class _BatchSolver:
         sol = solve(task, y, self.model, self.solver, n=n, timesteps=self.timesteps, shape=self.shape,
                     generator=self.generator)
         self.seconds += time.perf_counter() - t0
+        self.nfe = int(sol.nfe)
         bad = ~torch.isfinite(sol.samples.reshape(b, -1)).all(1)
         if bad.any():
             first = items[int(bad.nonzero()[0])]
@@ -327,7 +329,7 @@ def run(config: Mapping[str, Any], *, progress: bool = True, log=None) -> RunRes
     rate = images / max(seconds, 1e-9)
     metrics = {"mode": "observations" if observed else ("simulated" if parts else "labels"),
                "inputs": records, "summary": summary(records), "n_inputs": len(inputs), "n_samples": n,
-               "seconds": seconds, "sampling_seconds": solver.seconds, "images_per_second": rate,
+               "seconds": seconds, "sampling_seconds": solver.seconds, "nfe_per_sample": solver.nfe, "images_per_second": rate,
                "sampling_images_per_second": images / max(solver.seconds, 1e-9)}
     write_json(out / "metrics.json", metrics)
     log(f"{len(inputs)} inputs × {n} samples = {images} images in {seconds:.1f} s: {rate:.2f} images/s "
