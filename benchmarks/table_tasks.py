@@ -32,14 +32,14 @@ TASKS = {  # YAML stem -> (problem, baseline)
 }
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--count", type=int, default=8, help="held-out test patches per task")
     parser.add_argument("--out", default="out/table")
     parser.add_argument("--tasks", default=",".join(TASKS))
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="passed to every run")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     rows, start = [], time.time()
     for stem in args.tasks.split(","):

@@ -1,6 +1,7 @@
 """Small versions of the benchmark scripts, so that the default run checks the tables they print."""
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -75,3 +76,18 @@ def test_medical_benchmark_small():
     assert {("MRI x4", "zero-filled"), ("MRI x4", "TV"), ("CT 23 views", "FBP"), ("CT 23 views", "TV")} <= methods
     assert ("MRI x4", "DDRM") in methods and ("CT 23 views", "DDRM") not in methods
     assert all(r["nfe"] > 0 and -1 <= r["corr"] <= 1 for r in rows if r["method"] not in ("zero-filled", "FBP", "TV"))
+
+
+def test_task_table_small(tmp_path, capsys):
+    """benchmarks/table_tasks.py on one YAML, 2 steps: a row with the solver, nfe, samples and both PSNRs."""
+    import table_tasks
+
+    table_tasks.main(["--count", "1", "--tasks", "denoise", "--out", str(tmp_path), "--set", "sampler.steps=2",
+                      "--set", "sampler.n_samples=2"])
+    row = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| denoising")]
+    assert len(row) == 1, row
+    cells = [c.strip() for c in row[0].strip("|").split("|")]
+    assert cells[1].startswith("pc + pigdm") and cells[2] == "3" and cells[3] == "2", cells
+    metrics = json.loads((tmp_path / "denoise" / "metrics.json").read_text())
+    mean, base = metrics["summary"]["mean"]["psnr"]["mean"], metrics["summary"]["baseline"]["psnr"]["mean"]
+    assert cells[5].startswith(f"{mean:.2f}") and cells[8] == f"{mean - base:+.2f}"

@@ -412,14 +412,14 @@ def test_joint_observations_from_files_and_labels():
     clf = load_pretrained("digits_classifier").model
     inpaint = LinearMeasurement(box_mask((1, 16, 16), 0, 0, 8, 16))
     joint = Joint([ClassLabel(clf, x_shape=(1, 16, 16)), inpaint])
-    assert joint.image_parts == (inpaint,) and joint.takes_labels and not inpaint.takes_labels
+    assert joint.file_parts == (inpaint,) and joint.takes_labels and not inpaint.takes_labels
     pixels = torch.rand(2, 1, 16, 16)
     labels, y = joint.observe(images=pixels, labels=torch.tensor([3, 4]), centered=True)
     assert labels.tolist() == [3, 4]
     torch.testing.assert_close(y, inpaint.operator(2 * pixels - 1))
     masked = joint.with_mask(torch.ones(1, 16, 16, dtype=torch.bool))
     assert isinstance(masked, Joint) and masked.parts[0] is joint.parts[0]
-    assert torch.equal(masked.image_parts[0].operator.mask, torch.ones(1, 16, 16, dtype=torch.bool))
+    assert torch.equal(masked.file_parts[0].operator.mask, torch.ones(1, 16, 16, dtype=torch.bool))
 
 
 def test_baselines_are_a_table_keyed_by_operator():
