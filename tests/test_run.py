@@ -194,7 +194,7 @@ def _inpaint(tmp_path, *sets, out="out", extra=()):
      "sampler.guidance (dps): scale must be a finite number >= 0, got -1"),
     (["sampler.guidance={name: replacement}", "task.sigma_y=0.1"],
      "sampler (pc): Replacement needs a noiseless measurement, got sigma_y = 0.2: use PiGDM or DPS guidance"),
-    (["sde=ve"], "sde = 've' but the model 'photos_score' has a 'vp' SDE"),
+    (["sde=ve"], "sde = 've' but the model 'photos_crops_score' has a 'vp' SDE"),
     (["inputs.dataset=digits_test"], "'digits_test' holds square grey images but the model's samples have shape"),
     (["model.pretrained=no_such_model"], "no pretrained model 'no_such_model'"),
     (["inputs.labels=[1]"], "inputs.labels = [1]: the task has no class_conditional part"),
@@ -211,7 +211,10 @@ def _inpaint(tmp_path, *sets, out="out", extra=()):
     (["task.mask.box.9=1"], "is a list of 4; '9' is not an index into it"),
 ])
 def test_yaml_errors_name_the_key_and_value(tmp_path, capsys, sets, expected):
-    code, err = _run(_inpaint(tmp_path, *sets), capsys)
+    # on a PC sampler section (tasks/inpaint.yaml uses DiffPIR), whose keys the cases misspell
+    pc = ("sampler={name: pc, predictor: ancestral_sampling, corrector: none, steps: 2, n_samples: 1, "
+          "guidance: {name: pigdm, scale: 4.0, power: 2.0, data_variance: 0.25}}")
+    code, err = _run(_inpaint(tmp_path, pc, *sets), capsys)
     assert code == 2 and err.startswith("invsgm run: error: ") and expected in err, err
 
 
