@@ -1,17 +1,18 @@
-"""Figures of merit of the shipped models ``digits_score``, ``digits_classifier`` and ``photos_score``.
+"""Figures of merit of the shipped models ``digits_score``, ``digits_classifier``, ``photos_score`` and
+``photos_crops_score``.
 
 1. Digit samples are digits: a clean CNN trained here on the digits train split labels ≥ 80 % of the samples
    with confidence > 0.9, and every class's share lies in [4 %, 18 %]; the shipped classifier at t = eps
    is reported beside it as a second judge.
 2. The shipped classifier's accuracy on the digits test split at t = 0, 0.25, 0.5, 0.75 (x_t drawn from the
    card's SDE) is ≥ 0.9 at t = 0 and non-increasing in t within 0.02.
-3. The photos model's dequantised bits/dim on the held-out test patches (probability-flow ODE) is below that
-   of a full-covariance Gaussian fitted to the train patches, evaluated with the same dequantisation.
+3. The photo models' dequantised bits/dim on the held-out test patches (probability-flow ODE), side by side,
+   each below that of a full-covariance Gaussian fitted to the train patches (same dequantisation).
 
 ``python -m invsgm.evaluate_pretrained --grid out/digits_samples.png`` prints every figure (256 samples,
 500 PC steps, all 80 test patches) and writes the digit samples as a PNG grid;
-``python -m invsgm.evaluate_pretrained --only-photos --photos photos_score runs/photos_score_v2/pretrained``
-prints figure 3 for several photo models side by side (same patches, dequantisation noise and probes).
+``python -m invsgm.evaluate_pretrained --only-photos --photos photos_crops_score runs/X/pretrained`` prints
+figure 3 for the models named (same patches, dequantisation noise and probes; default: both shipped ones).
 """
 from __future__ import annotations
 
@@ -287,9 +288,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rtol", type=float, default=1e-5, help="rtol = atol of the likelihood ODE")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--photos", nargs="+", default=["photos_score"], metavar="NAME_OR_FOLDER",
+    parser.add_argument("--photos", nargs="+", default=["photos_score", "photos_crops_score"],
+                        metavar="NAME_OR_FOLDER",
                         help="photo score models whose bits/dim to report side by side (shipped names or folders, "
-                             "e.g. runs/photos_score_v2/pretrained); default photos_score")
+                             "e.g. runs/photos_score_v2/pretrained); default both shipped ones")
     parser.add_argument("--only-photos", action="store_true", help="skip the digit figures (1 and 2)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
