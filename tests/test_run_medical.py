@@ -136,7 +136,8 @@ def test_angle_lists_off_the_full_grid_run(tmp_path):
     """Angles not on the 1° grid have no decomposition A = P(Λ) T: the consistency sampler refuses them, ΠGDM runs."""
     out = tmp_path / "out"
     args = ["--set", "task.views=[0.5, 30.25, 60, 90, 120, 150]", "--set", "inputs.count=1"]
-    assert _run("ct", out, *args) == 2
+    assert _run("ct", out, *args, "--set", "sampler={name: consistency, steps: 2, n_samples: 1}") == 2
+    assert not out.exists()
     assert _run("ct", out, *args, "--set", "sampler={name: pc, predictor: ancestral_sampling, corrector: none, "
                                            "guidance: {name: pigdm, scale: 1.0, power: 2.0}, steps: 2, n_samples: 1}") == 0
     assert np.load(out / "000" / "observation.npy").shape == (6, Radon((1, 64, 64), 6).detectors)

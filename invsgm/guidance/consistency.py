@@ -28,6 +28,7 @@ class Consistency(Guidance):
         if not isinstance(measurement, LinearMeasurement) or not isinstance(measurement.operator, Decomposed):
             raise ValueError(f"the transform-domain consistency step needs an operator written A = P(Λ) T (MRI, "
                              f"Radon), got {measurement!r}")
+        measurement.operator.check_decomposition()
 
     def project(self, measurement, y, x, t, sde, generator):
         op = measurement.operator

@@ -256,6 +256,9 @@ class Decomposed(abc.ABC):
     transform_shape: tuple[int, ...]
     exact_inverse: bool = True
 
+    def check_decomposition(self) -> None:
+        """A ValueError saying why, when this instance has no decomposition A = P(Λ) T (CT angles off the grid)."""
+
     @abc.abstractmethod
     def _transform(self, x: torch.Tensor) -> torch.Tensor:
         """T x on a shape-checked batch."""

@@ -217,6 +217,9 @@ class Radon(Decomposed, LinearOperator):
                 Radon(self.in_shape, full_angles(self.full_views).tolist(), self.full_views)
         return self._full
 
+    def check_decomposition(self) -> None:
+        self._need_grid()
+
     def _need_grid(self) -> torch.Tensor:
         if self.view_index is None:
             raise ValueError(f"Radon: the angles {self.angles.tolist()} are not all on the full-angle grid of "
