@@ -68,6 +68,15 @@ def noise(x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
 
 
 
+class GuidedSolver(Solver):
+    """A solver whose conditioning is one ``Guidance`` term (``self.guidance``; None: ``guidance_for``'s default)."""
+
+    guidance: Guidance | None
+
+    def check(self, measurement: Measurement) -> None:
+        guidance_for(self.guidance, measurement)
+
+
 def check_guidance(guidance: Guidance | None) -> Guidance | None:
     """``guidance`` after checking it is a ``Guidance`` term or None."""
     if guidance is not None and not isinstance(guidance, Guidance):

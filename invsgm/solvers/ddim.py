@@ -9,10 +9,10 @@ from __future__ import annotations
 from .. import _checks
 from ..guidance import Guidance, guided_evaluation
 from ..sde import _bcast
-from .base import Solver, SolverResult, check_guidance, guidance_for, noise, times
+from .base import GuidedSolver, SolverResult, check_guidance, guidance_for, noise, times
 
 
-class DDIM(Solver):
+class DDIM(GuidedSolver):
     """Deterministic (η = 0) to ancestral (η = 1) DDIM; ``clip`` clamps x̂₀ to [−clip, clip] (ADM's
     ``clip_denoised`` is clip = 1 on centred data) and ε̂ is re-derived from the clipped x̂₀.
 
@@ -27,9 +27,6 @@ class DDIM(Solver):
         self.guidance = check_guidance(guidance)
         self.eta = _checks.non_negative("eta", eta)
         self.clip = None if clip is None else _checks.positive("clip", clip)
-
-    def check(self, measurement) -> None:
-        guidance_for(self.guidance, measurement)
 
     def __call__(self, denoiser, sde, measurement, y, x, timesteps, *, generator=None, callback=None):
         guidance = guidance_for(self.guidance, measurement)

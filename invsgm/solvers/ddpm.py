@@ -13,12 +13,12 @@ import torch
 from .. import _checks
 from ..guidance import Guidance, guided_evaluation
 from ..sde import _bcast
-from .base import Solver, SolverResult, check_guidance, guidance_for, noise, times
+from .base import GuidedSolver, SolverResult, check_guidance, guidance_for, noise, times
 
 VARIANCES = ("learned", "small", "large")
 
 
-class DDPM(Solver):
+class DDPM(GuidedSolver):
     """ADM's ``p_sample`` loop: ``variance`` 'learned' (needs a network with a learned-variance output, e.g. an
     ADM checkpoint), 'small' or 'large'; None: learned when the network gives it, else small. ``clip``
     clamps x̂₀ to [−clip, clip] (ADM's ``clip_denoised``)."""
@@ -30,9 +30,6 @@ class DDPM(Solver):
             raise ValueError(f"variance must be one of {list(VARIANCES)} or None, got {variance!r}")
         self.guidance, self.variance = check_guidance(guidance), variance
         self.clip = None if clip is None else _checks.positive("clip", clip)
-
-    def check(self, measurement) -> None:
-        guidance_for(self.guidance, measurement)
 
     def __call__(self, denoiser, sde, measurement, y, x, timesteps, *, generator=None, callback=None):
         guidance = guidance_for(self.guidance, measurement)

@@ -10,10 +10,10 @@ from ..guidance import Guidance, GuidedScore
 from ..sampling.correctors import langevin
 from ..sampling.pc import Corrector, Predictor, sample_pc
 from ..sampling.predictors import reverse_diffusion
-from .base import Solver, SolverResult, check_guidance, guidance_for
+from .base import GuidedSolver, SolverResult, check_guidance, guidance_for
 
 
-class PC(Solver):
+class PC(GuidedSolver):
     """x ← predictor(x, t → s) then corrector at s, each followed by the guidance's projection; x̂₀ at the end.
 
     ``guidance`` None: ``default_guidance(measurement)``, nothing when ``measurement`` is None (replacement for noiseless masks and the grey axis,
@@ -30,9 +30,6 @@ class PC(Solver):
         if isinstance(n_corrector_steps, bool) or int(n_corrector_steps) != n_corrector_steps or n_corrector_steps < 0:
             raise ValueError(f"n_corrector_steps must be an integer >= 0, got {n_corrector_steps!r}")
         self.n_corrector_steps = int(n_corrector_steps)
-
-    def check(self, measurement) -> None:
-        guidance_for(self.guidance, measurement)
 
     def __call__(self, denoiser, sde, measurement, y, x, timesteps, *, generator=None, callback=None):
         guidance = guidance_for(self.guidance, measurement)
