@@ -9,10 +9,10 @@ has the batch size of x (``solve`` repeats it for every sample).
 
 Observations as files (what ``invsgm run`` writes and reads): ``file_parts`` are the parts whose y is a
 file: an image, or an array for measurements that are not pictures (MRI's k-space, CT's sinogram:
-``LinearOperator.file_is_image``); ``simulate_file(images, generator, centered)`` draws the observation of clean
-images as its file holds it (``LinearOperator.to_file``: the low-resolution image of super-resolution, the grey
-image of colorization, the sampled k-space, ...) and ``observe(x, generator, images=..., labels=..., centered=...)`` the y of a batch of
-inputs: such files read, class labels given, other parts simulated from clean x. ``centered`` says the
+``LinearOperator.file_is_image``); ``simulate_file(images, generator, centered)`` draws the observation of
+clean images as its file holds it (``LinearOperator.to_file``: the low-resolution image of super-resolution,
+the grey image of colorization, the sampled k-space, ...) and ``observe(x, generator, images=...,
+labels=..., centered=...)`` the y of a batch of inputs: such files read, class labels given, other parts simulated from clean x. ``centered`` says the
 model works on [−1, 1] (y = A(2·img − 1) + noise), not on [0, 1] images.
 """
 from __future__ import annotations

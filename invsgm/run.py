@@ -110,8 +110,8 @@ Then ``OUTPUT/metrics.json``: ``mode`` (simulated | observations | labels); per 
 fitted (``fit``), whether observation.npy was written (``observation_npy``), the PSNR and SSIM of the mean, of
 the baseline and the average over samples when the truth is known, computed on the 8-bit images written (as
 ``invsgm eval`` reads them); for class tasks the label and the classifier's class at t = 0 of each sample; a
-summary, the seconds, images/s and the network evaluations per sample (``nfe_per_sample``). ``OUTPUT/run.yaml`` (the
-resolved config) is written first. A progress bar counts the sampler's steps over the whole run, with the
+summary, the seconds, images/s and the network evaluations per sample (``nfe_per_sample``).
+``OUTPUT/run.yaml`` (the resolved config) is written first. A progress bar counts the sampler's steps over the whole run, with the
 time left.
 
 Nothing is half-written: an input's folder is written under a hidden temporary name and renamed into

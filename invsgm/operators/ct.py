@@ -264,7 +264,8 @@ class Radon(Decomposed, LinearOperator):
 
     def read_array(self, a: np.ndarray) -> torch.Tensor:
         C, V, D = self.out_shape
-        if a.dtype.kind not in "fi" or a.shape not in ({(V, D), (C, V, D)} if C == 1 else {(C, V, D)}):
+        shapes = {(C, V, D), (V, D)} if C == 1 else {(C, V, D)}
+        if a.dtype.kind not in "fi" or a.shape not in shapes:
             hint = " (transposed? views go first)" if C == 1 and a.shape == (D, V) else ""
             raise ValueError(f"expected {self.describe_file()}; got a {a.dtype} array of shape {a.shape}{hint}")
         y = torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32)).reshape(C, V, D)

@@ -285,9 +285,8 @@ class MRI(Decomposed, LinearOperator):
         y = torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32))
         if not bool(torch.isfinite(y).all()):
             raise ValueError("the k-space holds NaN or infinite values")
-        off = (y != 0).any(0) & ~self.mask
-        if bool(off.any()):
-            columns = torch.nonzero(off.any(0)).flatten().tolist()
+        columns = torch.nonzero(((y != 0).any(0) & ~self.mask).any(0)).flatten().tolist()
+        if columns:
             raise ValueError(f"the k-space has non-zero values on {len(columns)} columns that the task's mask does "
                              f"not sample (e.g. column {columns[0]} of the unshifted FFT order); give the task the "
                              f"mask the data was taken with (acceleration, center_fraction, pattern, seed: "

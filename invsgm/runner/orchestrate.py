@@ -329,8 +329,8 @@ def run(config: Mapping[str, Any], *, progress: bool = True, log=None) -> RunRes
     rate = images / max(seconds, 1e-9)
     metrics = {"mode": "observations" if observed else ("simulated" if parts else "labels"),
                "inputs": records, "summary": summary(records), "n_inputs": len(inputs), "n_samples": n,
-               "seconds": seconds, "sampling_seconds": solver.seconds, "nfe_per_sample": solver.nfe, "images_per_second": rate,
-               "sampling_images_per_second": images / max(solver.seconds, 1e-9)}
+               "seconds": seconds, "sampling_seconds": solver.seconds, "nfe_per_sample": solver.nfe,
+               "images_per_second": rate, "sampling_images_per_second": images / max(solver.seconds, 1e-9)}
     write_json(out / "metrics.json", metrics)
     log(f"{len(inputs)} inputs × {n} samples = {images} images in {seconds:.1f} s: {rate:.2f} images/s "
         f"({solver.seconds:.1f} s in the sampler, {metrics['sampling_images_per_second']:.2f} images/s)")

@@ -180,15 +180,15 @@ def write_input(folder: Path, item: Item, solved: Solved, k: int) -> dict[str, A
     if truth is not None:
         _save_png(folder / "truth.png", truth)
         columns.append(("truth", truth))
-    if solved.pixels is not None and solved.array is not None:  # k-space, sinogram: the array and its picture
-        np.save(folder / "observation.npy", solved.array(solved.pixels[k]), allow_pickle=False)
-        record["observation_npy"] = True
-        _save_png(folder / "observation.png", solved.shown[k])
-    elif solved.pixels is not None:
+    if solved.pixels is not None and solved.array is None:  # an image file
         if save_observation(folder, solved.pixels[k], solved.observed[k]):
             record["observation_npy"] = True
-    elif solved.shown is not None:  # not an image file: its picture
-        _save_png(folder / "observation.png", solved.shown[k])
+    else:
+        if solved.array is not None:  # k-space, sinogram: the array observation mode reads
+            np.save(folder / "observation.npy", solved.array(solved.pixels[k]), allow_pickle=False)
+            record["observation_npy"] = True
+        if solved.shown is not None:  # not an image file: its picture
+            _save_png(folder / "observation.png", solved.shown[k])
     if solved.shown is not None:
         columns.append(("observation", _checkered(solved.shown[k], solved.observed[k])))
     base = quantize(solved.baseline[k]) if solved.baseline is not None else None

@@ -67,7 +67,6 @@ def noise(x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
     return torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
 
 
-
 class GuidedSolver(Solver):
     """A solver whose conditioning is one ``Guidance`` term (``self.guidance``; None: ``guidance_for``'s default)."""
 
